@@ -1,0 +1,44 @@
+"""The Raft consensus core: pure Python, no Ray, no asyncio, no clock.
+
+Drive a :class:`RaftNode` with ``tick`` / ``step`` / ``propose`` / ``snapshot`` and carry out each
+:class:`Ready` it hands back (persist, then send, then apply).
+"""
+
+from raft.config import RaftConfig
+from raft.node import CANDIDATE, FOLLOWER, LEADER, RaftNode
+from raft.types import (
+    NO_VOTE,
+    AppendEntries,
+    AppendEntriesReply,
+    Entry,
+    HardState,
+    InstallSnapshot,
+    InstallSnapshotReply,
+    Message,
+    PersistentState,
+    Ready,
+    RequestVote,
+    RequestVoteReply,
+    Snapshot,
+)
+
+__all__ = [
+    "CANDIDATE",
+    "FOLLOWER",
+    "LEADER",
+    "NO_VOTE",
+    "AppendEntries",
+    "AppendEntriesReply",
+    "Entry",
+    "HardState",
+    "InstallSnapshot",
+    "InstallSnapshotReply",
+    "Message",
+    "PersistentState",
+    "RaftConfig",
+    "RaftNode",
+    "Ready",
+    "RequestVote",
+    "RequestVoteReply",
+    "Snapshot",
+]

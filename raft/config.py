@@ -1,0 +1,73 @@
+"""Configuration of one Raft peer, validated up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raft.types import PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """How one peer behaves. Time is counted in ticks; the driver decides how long a tick is.
+
+    Invariants (checked by :meth:`validate`, called on construction):
+
+    - ``peer_id`` is one of ``peers`` and the ids in ``peers`` are distinct, non-negative integers;
+    - ``heartbeat_ticks >= 1`` and ``election_ticks > heartbeat_ticks`` (a follower must hear several
+      heartbeats before it gives up on its leader). The actual election timeout of each election is
+      drawn uniformly from ``[election_ticks, 2 * election_ticks)``;
+    - ``max_entries_per_append >= 1`` and ``max_inflight_appends >= 1``: at most that many entries in
+      one AppendEntries, and at most that many AppendEntries with entries unacknowledged per follower.
+    """
+
+    peer_id: PeerId
+    peers: tuple[PeerId, ...]
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_entries_per_append: int = 512
+    max_inflight_appends: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "peers", tuple(self.peers))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field that is wrong and why."""
+        for name in ("election_ticks", "heartbeat_ticks", "max_entries_per_append",
+                     "max_inflight_appends", "peer_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"RaftConfig.{name} must be an int, got {value!r}")
+        if not self.peers:
+            raise ValueError("RaftConfig.peers must list at least one peer id (including this one)")
+        for p in self.peers:
+            if not isinstance(p, int) or isinstance(p, bool) or p < 0:
+                raise ValueError(f"RaftConfig.peers must hold non-negative ints, got {p!r}")
+        if len(set(self.peers)) != len(self.peers):
+            raise ValueError(f"RaftConfig.peers must be distinct, got {list(self.peers)}")
+        if self.peer_id not in self.peers:
+            raise ValueError(
+                f"RaftConfig.peer_id {self.peer_id} is not in peers {list(self.peers)}: "
+                "a peer must be a member of its own cluster"
+            )
+        if self.heartbeat_ticks < 1:
+            raise ValueError(f"RaftConfig.heartbeat_ticks must be >= 1, got {self.heartbeat_ticks}")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError(
+                f"RaftConfig.election_ticks ({self.election_ticks}) must be greater than "
+                f"heartbeat_ticks ({self.heartbeat_ticks}), or followers time out between heartbeats"
+            )
+        if self.max_entries_per_append < 1:
+            raise ValueError(
+                f"RaftConfig.max_entries_per_append must be >= 1, got {self.max_entries_per_append}"
+            )
+        if self.max_inflight_appends < 1:
+            raise ValueError(
+                f"RaftConfig.max_inflight_appends must be >= 1, got {self.max_inflight_appends}"
+            )
+
+    @property
+    def quorum(self) -> int:
+        """The number of peers that make a majority."""
+        return len(self.peers) // 2 + 1
