@@ -1,0 +1,320 @@
+"""Sequential specifications (models) that histories are checked against.
+
+A :class:`Model` says what one operation does to a state when the operations run one at a time:
+``step(state, input, output) -> (ok, new_state)``.  ``ok`` is False when ``output`` is impossible
+for ``input`` in ``state``.  States must be hashable and compare equal exactly when they behave
+the same: the search memoises (linearized set, state) pairs.
+
+For speed, :meth:`Model.compile` turns a whole (partition of a) history into a
+:class:`CompiledHistory`: one small transition function per operation, which returns the new
+state or :data:`REJECT`.  Models may choose an internal state representation there (the
+key-value model indexes keys into a tuple), and say how to turn it back into a public state.
+
+Outputs may be :data:`~linearizability.history.UNKNOWN`: such an operation may have taken
+effect or not, and any result is acceptable.
+
+Built-in models:
+
+* :class:`RegisterModel` -- a single register, initially ``None`` (empty), with inputs
+  ``("read",)``, ``("write", v)`` and ``("cas", old, new)``; outputs: the value read, ``None``
+  for writes, and ``True``/``False`` for compare-and-set (``False`` = refused, no effect).
+* :class:`KVModel` -- a key-value store of strings, a missing key reads as ``""``, with inputs
+  ``("get", key)``, ``("put", key, value)`` and ``("append", key, value)``; outputs: the value
+  read for gets (``None`` is read as ``""``), anything for puts and appends.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .history import UNKNOWN, Operation
+
+__all__ = [
+    "REJECT",
+    "CompiledHistory",
+    "KVModel",
+    "Model",
+    "ModelInputError",
+    "RegisterModel",
+    "Transition",
+]
+
+
+class _Reject:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REJECT"
+
+
+REJECT: Final[Any] = _Reject()
+"""Returned by a transition function when the operation's output is impossible in a state."""
+
+Transition = Callable[[Any], Any]
+"""A compiled operation: maps a state to the next state, or to :data:`REJECT`."""
+
+
+class ModelInputError(ValueError):
+    """An operation input or output that the model does not understand."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledHistory:
+    """A history prepared for the search.
+
+    Invariants: ``len(steps) == len(pure) == number of operations``; ``pure[i]`` is True only if
+    operation ``i`` never changes the state when it is accepted (reads, refused cas); the search
+    may then linearize it as soon as it is accepted without trying it later.
+    """
+
+    init: Hashable
+    steps: list[Transition]
+    pure: list[bool]
+    public_state: Callable[[Any], Hashable]
+
+
+class Model(ABC):
+    """A sequential specification.  Subclass and implement :meth:`init` and :meth:`step`."""
+
+    name: str = "model"
+
+    @abstractmethod
+    def init(self) -> Hashable:
+        """The initial state."""
+
+    @abstractmethod
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Hashable]:
+        """Apply one operation: ``(True, new_state)``, or ``(False, state)`` if impossible."""
+
+    def pure(self, input: Any, output: Any) -> bool:
+        """True if the operation never changes any state in which it is accepted."""
+        return False
+
+    def partition_key(self, input: Any) -> Hashable | None:
+        """The independent part of the state that ``input`` touches, or None (no partitions)."""
+        return None
+
+    def describe_state(self, state: Any) -> str:
+        """A short human-readable form of a (public) state."""
+        return repr(state)
+
+    def describe_operation(self, input: Any, output: Any) -> str:
+        """A short human-readable form of an operation, e.g. ``write(3)`` or ``get("k") -> "x"``."""
+        out = "?" if output is UNKNOWN else repr(output)
+        return f"{input!r} -> {out}"
+
+    def compile(self, operations: Sequence[Operation]) -> CompiledHistory:
+        """Prepare ``operations`` for the search.  The default wraps :meth:`step`."""
+
+        def make(input: Any, output: Any) -> Transition:
+            step = self.step
+
+            def transition(state: Any) -> Any:
+                ok, new = step(state, input, output)
+                return new if ok else REJECT
+
+            return transition
+
+        return CompiledHistory(
+            init=self.init(),
+            steps=[make(op.input, op.output) for op in operations],
+            pure=[self.pure(op.input, op.output) for op in operations],
+            public_state=lambda state: state,
+        )
+
+
+# --------------------------------------------------------------------------- register
+
+
+def _register_input(input: Any) -> tuple[str, Any, Any]:
+    """Validate a register input; returns (kind, a, b)."""
+    if isinstance(input, tuple) and input:
+        kind = input[0]
+        if kind == "read" and len(input) == 1:
+            return "read", None, None
+        if kind == "write" and len(input) == 2:
+            return "write", input[1], None
+        if kind == "cas" and len(input) == 3:
+            return "cas", input[1], input[2]
+    raise ModelInputError(
+        f"register input {input!r} is not one of ('read',), ('write', value), ('cas', old, new)"
+    )
+
+
+class RegisterModel(Model):
+    """A single register with read, write and compare-and-set; initially ``None`` (empty).
+
+    A cas whose ``old`` differs from the state is refused (output ``False``) and has no effect;
+    on an empty register every cas is refused.
+    """
+
+    name = "register"
+
+    def init(self) -> Hashable:
+        return None
+
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Hashable]:
+        kind, a, b = _register_input(input)
+        if kind == "read":
+            return (output is UNKNOWN or output == state), state
+        if kind == "write":
+            return True, a
+        matches = state is not None and state == a
+        if output is UNKNOWN:
+            return True, (b if matches else state)
+        if bool(output) != matches:
+            return False, state
+        return True, (b if matches else state)
+
+    def pure(self, input: Any, output: Any) -> bool:
+        kind, a, b = _register_input(input)
+        return kind == "read" or (kind == "cas" and (output is False or (a == b)))
+
+    def describe_operation(self, input: Any, output: Any) -> str:
+        kind, a, b = _register_input(input)
+        unknown = output is UNKNOWN
+        if kind == "read":
+            return "read() -> " + ("?" if unknown else repr(output))
+        if kind == "write":
+            return f"write({a!r})" + (" -> ?" if unknown else "")
+        result = "?" if unknown else ("ok" if output else "refused")
+        return f"cas({a!r}, {b!r}) -> {result}"
+
+    def compile(self, operations: Sequence[Operation]) -> CompiledHistory:
+        steps: list[Transition] = []
+        pure: list[bool] = []
+        for op in operations:
+            kind, a, b = _register_input(op.input)
+            out = op.output
+            steps.append(_register_transition(kind, a, b, out))
+            pure.append(self.pure(op.input, out))
+        return CompiledHistory(None, steps, pure, lambda state: state)
+
+
+def _register_transition(kind: str, a: Any, b: Any, out: Any) -> Transition:
+    if kind == "read":
+        if out is UNKNOWN:
+            return lambda s: s
+        return lambda s: s if s == out else REJECT
+    if kind == "write":
+        return lambda s: a
+    if a is None:  # cas from "empty" can never match
+        return (lambda s: s) if (out is UNKNOWN or not out) else (lambda s: REJECT)
+    if out is UNKNOWN:
+        return lambda s: b if s == a else s
+    if out:
+        return lambda s: b if s == a else REJECT
+    return lambda s: REJECT if s == a else s
+
+
+# --------------------------------------------------------------------------- key-value
+
+
+def _kv_input(input: Any) -> tuple[str, Any, str]:
+    """Validate a key-value input; returns (kind, key, value)."""
+    if isinstance(input, tuple) and input:
+        kind = input[0]
+        if kind == "get" and len(input) == 2:
+            return "get", input[1], ""
+        if kind in ("put", "append") and len(input) == 3 and isinstance(input[2], str):
+            return kind, input[1], input[2]
+    raise ModelInputError(
+        f"key-value input {input!r} is not one of ('get', key), ('put', key, str), ('append', key, str)"
+    )
+
+
+def _kv_read(output: Any) -> Any:
+    if output is UNKNOWN:
+        return UNKNOWN
+    if output is None:
+        return ""
+    if not isinstance(output, str):
+        raise ModelInputError(f"a get returned {output!r}; expected a string, None or UNKNOWN")
+    return output
+
+
+class KVModel(Model):
+    """A key-value store with get, put and append on string values.
+
+    Public states are tuples of ``(key, value)`` pairs sorted by key, without empty values, so
+    equal stores are equal states.  :meth:`compile` uses a faster internal form: the value
+    itself for a single-key history, else a tuple of values indexed by key.
+    """
+
+    name = "kv"
+
+    def init(self) -> Hashable:
+        return ()
+
+    def step(self, state: Any, input: Any, output: Any) -> tuple[bool, Hashable]:
+        kind, key, value = _kv_input(input)
+        store = dict(state)
+        current = store.get(key, "")
+        if kind == "get":
+            expected = _kv_read(output)
+            return (expected is UNKNOWN or expected == current), state
+        store[key] = value if kind == "put" else current + value
+        return True, tuple(sorted(((k, v) for k, v in store.items() if v != ""), key=lambda kv: repr(kv[0])))
+
+    def pure(self, input: Any, output: Any) -> bool:
+        return _kv_input(input)[0] == "get"
+
+    def partition_key(self, input: Any) -> Hashable | None:
+        return _kv_input(input)[1]
+
+    def describe_state(self, state: Any) -> str:
+        if not state:
+            return "{} (every key empty)"
+        return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in state) + "}"
+
+    def describe_operation(self, input: Any, output: Any) -> str:
+        kind, key, value = _kv_input(input)
+        if kind == "get":
+            return f"get({key!r}) -> " + ("?" if output is UNKNOWN else repr(_kv_read(output)))
+        return f"{kind}({key!r}, {value!r})" + (" -> ?" if output is UNKNOWN else "")
+
+    def compile(self, operations: Sequence[Operation]) -> CompiledHistory:
+        parsed = [
+            (_kv_input(op.input), _kv_read(op.output) if op.input[0] == "get" else None) for op in operations
+        ]
+        keys = sorted({key for (_, key, _), _ in parsed}, key=repr)
+        pure = [kind == "get" for (kind, _, _), _ in parsed]
+        if len(keys) <= 1:
+            only = keys[0] if keys else None
+            steps = [_kv_single(kind, value, out) for (kind, _, value), out in parsed]
+            return CompiledHistory("", steps, pure, lambda s: ((only, s),) if s != "" else ())
+        index = {key: i for i, key in enumerate(keys)}
+        steps = [_kv_multi(kind, index[key], value, out) for (kind, key, value), out in parsed]
+
+        def public(state: tuple[str, ...]) -> Hashable:
+            return tuple(
+                sorted(
+                    ((k, v) for k, v in zip(keys, state, strict=True) if v != ""), key=lambda kv: repr(kv[0])
+                )
+            )
+
+        return CompiledHistory(("",) * len(keys), steps, pure, public)
+
+
+def _kv_single(kind: str, value: str, out: Any) -> Transition:
+    if kind == "get":
+        if out is UNKNOWN:
+            return lambda s: s
+        return lambda s: s if s == out else REJECT
+    if kind == "put":
+        return lambda s: value
+    return lambda s: s + value
+
+
+def _kv_multi(kind: str, i: int, value: str, out: Any) -> Transition:
+    j = i + 1
+    if kind == "get":
+        if out is UNKNOWN:
+            return lambda s: s
+        return lambda s: s if s[i] == out else REJECT
+    if kind == "put":
+        return lambda s: (*s[:i], value, *s[j:])
+    return lambda s: (*s[:i], s[i] + value, *s[j:])
