@@ -3,7 +3,9 @@
 For each partition that is not linearizable (or whose check ran out of time) the page shows:
 
 * one lane per client, each operation a bar from its call to its return (unknown outcomes are
-  hatched and run to the end of the history);
+  hatched and run to the end of the history); the axis is event order by default (every
+  distinct call or return time gets the same width, which is all linearizability depends on),
+  or real time;
 * the longest linearizable prefix the search found, as green bars numbered in linearization
   order, and as a table with the model state after each step;
 * the operation where every attempt failed, in red, with the model state at that point and what
@@ -67,6 +69,14 @@ document.querySelectorAll('.bar').forEach(function (bar) {
   });
   bar.addEventListener('mouseleave', function () { box.style.display = 'none'; });
 });
+document.querySelectorAll('select.axis').forEach(function (a) {
+  a.addEventListener('change', function () {
+    document.getElementById(a.dataset.t).querySelectorAll('.bar').forEach(function (bar) {
+      const g = bar.dataset[a.value].split(',');
+      bar.style.left = g[0] + '%'; bar.style.width = g[1] + '%';
+    });
+  });
+});
 document.querySelectorAll('input.zoom').forEach(function (z) {
   z.addEventListener('input', function () {
     document.getElementById(z.dataset.t).style.width = (z.value * 100) + '%';
@@ -102,6 +112,13 @@ def _lanes(ops: Sequence[Operation], end: float) -> dict[Hashable, list[tuple[in
     return placed
 
 
+def _client_order(client: Hashable) -> tuple[int, float, str]:
+    """Numbers in numeric order first, then everything else by its repr."""
+    if isinstance(client, int | float) and not isinstance(client, bool):
+        return (0, float(client), "")
+    return (1, 0.0, repr(client))
+
+
 def _replay(model: Model, part: PartitionResult) -> list[Any]:
     """Public states after each step of ``part.order`` (replayed with ``model.step``)."""
     states = []
@@ -125,8 +142,21 @@ def _partition_html(model: Model, part: PartitionResult, number: int) -> tuple[s
     span = (t1 - t0) or 1.0
     end = t1 + span * 0.03
 
-    def x(t: float) -> float:
-        return 100.0 * (t - t0) / (end - t0)
+    times = sorted(set(finite))
+    rank = {t: k for k, t in enumerate(times)}
+    slot = 100.0 / (len(times) + 1)
+
+    def real(op: Operation) -> tuple[float, float]:
+        """Bar geometry (left %, width %) on a real-time axis."""
+        stop = end if op.unknown or op.ret is None else op.ret
+        left = 100.0 * (op.call - t0) / (end - t0)
+        return left, max(100.0 * (stop - t0) / (end - t0) - left, 0.15)
+
+    def ordinal(op: Operation) -> tuple[float, float]:
+        """Bar geometry on an axis of event order: every distinct time gets one slot."""
+        left = rank[op.call] * slot
+        stop = 100.0 if op.unknown or op.ret is None else (rank[op.ret] + 0.85) * slot
+        return left, stop - left
 
     out: list[str] = []
     key = "" if part.key is None else f" — key {esc(repr(part.key))}"
@@ -156,13 +186,15 @@ def _partition_html(model: Model, part: PartitionResult, number: int) -> tuple[s
     tid = f"timeline{number}"
     out.append(
         f'<div>Zoom <input class="zoom" type="range" min="1" max="20" value="1" '
-        f'data-t="{tid}"> · green: linearized prefix (numbered in order); red: the '
+        f'data-t="{tid}"> Axis <select class="axis" data-t="{tid}"><option value="o">event '
+        'order</option><option value="r">real time</option></select> · green: linearized '
+        "prefix (numbered in order); red: the "
         "operation that could not be linearized; grey: the rest; hatched: outcome "
         "unknown (may take effect until the end)</div>"
     )
     out.append(f'<div class="scroll"><div class="timeline" id="{tid}" style="width:100%">')
     details: list[Any] = []
-    for client, items in sorted(placed.items(), key=lambda kv: repr(kv[0])):
+    for client, items in sorted(placed.items(), key=lambda kv: _client_order(kv[0])):
         rows = 1 + max(row for _, row in items)
         out.append(
             f'<div class="lane" style="height:{rows * _LANE_ROW + 4}px">'
@@ -171,13 +203,13 @@ def _partition_html(model: Model, part: PartitionResult, number: int) -> tuple[s
         )
         for i, row in items:
             op = ops[i]
-            stop = end if op.unknown or op.ret is None else op.ret
             kind = "failed" if i == part.failed else ("prefix" if i in prefix_pos else "other")
             if op.unknown:
                 kind += " unknown"
             text = describe(op.input, op.output)
             label = (f"{prefix_pos[i] + 1}. " if i in prefix_pos else "") + text
-            left, width = x(op.call), max(x(stop) - x(op.call), 0.15)
+            left, width = ordinal(op)
+            rleft, rwidth = real(op)
             info = [
                 text,
                 f"client {client}",
@@ -191,6 +223,7 @@ def _partition_html(model: Model, part: PartitionResult, number: int) -> tuple[s
             details.append(info)
             out.append(
                 f'<div class="bar {kind}" data-p="{number}" data-i="{len(details) - 1}" '
+                f'data-o="{left:.4f},{width:.4f}" data-r="{rleft:.4f},{rwidth:.4f}" '
                 f'title="{esc(text)}" style="left:{left:.4f}%;width:{width:.4f}%;'
                 f'top:{row * _LANE_ROW + 2}px">'
                 f"{esc(label)}</div>"
