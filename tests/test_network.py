@@ -43,21 +43,26 @@ class EchoServer:
 
 
 @pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, namespace="test_network")
+def ray_runtime() -> Iterator[None]:
+    """Ray for this module: reuse a running runtime (e.g. a session fixture's), else start and stop
+    a small one."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, namespace="test_network")
     yield
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture
-def net(ray_session: None) -> Iterator[Any]:
+def net(ray_runtime: None) -> Iterator[Any]:
     network = FaultyNetwork.remote(seed=42)
     yield network
     ray.kill(network)
 
 
 @pytest.fixture
-def server(ray_session: None) -> Iterator[Any]:
+def server(ray_runtime: None) -> Iterator[Any]:
     s = EchoServer.remote()
     yield s
     ray.kill(s)
