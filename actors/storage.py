@@ -93,8 +93,8 @@ class StorageCorruptionError(StorageError):
     """
 
     def __init__(self, path: Path, offset: int | None, reason: str, advice: str) -> None:
-        where = f" at byte offset {offset}" if offset is not None else ""
-        super().__init__(f"{path}: {reason}{where}. {advice}")
+        where = f", byte offset {offset}" if offset is not None else ""
+        super().__init__(f"{path}{where}: {reason}. {advice}")
         self.path = path
         self.offset = offset
         self.reason = reason
@@ -368,9 +368,10 @@ _SNAP_HEADER = struct.Struct("<QQQI")
 _MAX_RECORD = 0xFFFF_FFFF
 
 _ADVICE_RESTORE = (
-    "Restore this directory from a backup, or delete it and restart the peer with empty storage so "
-    "that it catches up from the other replicas (the leader sends it a snapshot); that is safe only "
-    "while a majority of the other replicas still hold their state"
+    "Restore this directory from a backup if there is one. Otherwise the directory can be deleted and "
+    "the peer restarted empty, to catch up from the leader; but it then forgets the votes it cast and "
+    "the entries it acknowledged, which Raft's safety depends on (an entry committed with this peer's "
+    "help can be lost), so do that only while the other replicas are up and caught up with the leader"
 )
 _ADVICE_TORN = (
     "The process or machine probably crashed while writing this last record, so the save that wrote "
