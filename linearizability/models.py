@@ -240,8 +240,9 @@ class KVModel(Model):
     """A key-value store with get, put and append on string values.
 
     Public states are tuples of ``(key, value)`` pairs sorted by key, without empty values, so
-    equal stores are equal states.  :meth:`compile` uses a faster internal form: the value
-    itself for a single-key history, else a tuple of values indexed by key.
+    equal stores are equal states.  :meth:`compile` uses a faster internal form: values are
+    interned as small ints (0 is ``""``); the state is that int for a single-key history, else
+    a tuple of them indexed by key.
     """
 
     name = "kv"
@@ -282,39 +283,81 @@ class KVModel(Model):
         ]
         keys = sorted({key for (_, key, _), _ in parsed}, key=repr)
         pure = [kind == "get" for (kind, _, _), _ in parsed]
+        values = _Values()
         if len(keys) <= 1:
             only = keys[0] if keys else None
-            steps = [_kv_single(kind, value, out) for (kind, _, value), out in parsed]
-            return CompiledHistory("", steps, pure, lambda s: ((only, s),) if s != "" else ())
+            steps = [_kv_single(values, kind, value, out) for (kind, _, value), out in parsed]
+            text = values.strings
+
+            def public_single(state: int) -> Hashable:
+                return ((only, text[state]),) if state else ()
+
+            return CompiledHistory(0, steps, pure, public_single)
         index = {key: i for i, key in enumerate(keys)}
-        steps = [_kv_multi(kind, index[key], value, out) for (kind, key, value), out in parsed]
+        steps = [_kv_multi(values, kind, index[key], value, out) for (kind, key, value), out in parsed]
+        text = values.strings
 
-        def public(state: tuple[str, ...]) -> Hashable:
-            return tuple(
-                sorted(
-                    ((k, v) for k, v in zip(keys, state, strict=True) if v != ""), key=lambda kv: repr(kv[0])
-                )
-            )
+        def public(state: tuple[int, ...]) -> Hashable:
+            pairs = ((k, text[v]) for k, v in zip(keys, state, strict=True) if v)
+            return tuple(sorted(pairs, key=lambda kv: repr(kv[0])))
 
-        return CompiledHistory(("",) * len(keys), steps, pure, public)
+        return CompiledHistory((0,) * len(keys), steps, pure, public)
 
 
-def _kv_single(kind: str, value: str, out: Any) -> Transition:
+class _Values:
+    """Interns the strings a key can hold: compiled states hold small ints, so comparing and
+    hashing states costs the same however long the values grow, and each distinct append is
+    concatenated once.  Invariant: ``strings[ids[s]] == s`` and ``ids[""] == 0``."""
+
+    __slots__ = ("ids", "strings")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {"": 0}
+        self.strings: list[str] = [""]
+
+    def id(self, value: str) -> int:
+        found = self.ids.get(value)
+        if found is None:
+            found = self.ids[value] = len(self.strings)
+            self.strings.append(value)
+        return found
+
+    def appender(self, value: str) -> Callable[[int], int]:
+        """A memoised ``id -> id of (string + value)``."""
+        memo: dict[int, int] = {}
+        strings = self.strings
+        intern = self.id
+
+        def append(old: int) -> int:
+            new = memo.get(old)
+            if new is None:
+                new = memo[old] = intern(strings[old] + value)
+            return new
+
+        return append
+
+
+def _kv_single(values: _Values, kind: str, value: str, out: Any) -> Transition:
     if kind == "get":
         if out is UNKNOWN:
             return lambda s: s
-        return lambda s: s if s == out else REJECT
+        target = values.id(out)
+        return lambda s: s if s == target else REJECT
     if kind == "put":
-        return lambda s: value
-    return lambda s: s + value
+        new = values.id(value)
+        return lambda s: new
+    return values.appender(value)
 
 
-def _kv_multi(kind: str, i: int, value: str, out: Any) -> Transition:
+def _kv_multi(values: _Values, kind: str, i: int, value: str, out: Any) -> Transition:
     j = i + 1
     if kind == "get":
         if out is UNKNOWN:
             return lambda s: s
-        return lambda s: s if s[i] == out else REJECT
+        target = values.id(out)
+        return lambda s: s if s[i] == target else REJECT
     if kind == "put":
-        return lambda s: (*s[:i], value, *s[j:])
-    return lambda s: (*s[:i], s[i] + value, *s[j:])
+        new = values.id(value)
+        return lambda s: (*s[:i], new, *s[j:])
+    append = values.appender(value)
+    return lambda s: (*s[:i], append(s[i]), *s[j:])

@@ -11,8 +11,13 @@ walks the list from the head:
   configuration is a dead end: it pops the last choice, *unlifts* it and tries the next call.
 
 Every configuration is put in ``seen`` when entered, and is only ever left by failing, so
-meeting it again means failure (Lowe's cache).  The linearized set is a Python ``int`` used as a
-bitset; states must be hashable.
+meeting it again means failure (Lowe's cache).  States must be hashable.
+
+The linearized set is a bitset over operations numbered in call order, stored as ``(low,
+window)``: every operation before ``low`` is linearized, ``low`` itself is not, and bit ``d`` of
+the Python ``int`` ``window`` says whether operation ``low + d`` is.  Only operations called
+before ``low`` returns can be linearized, so ``window`` stays as small as the concurrency, not
+the history: cache keys and bit operations cost the same at operation 10 and 10,000.
 
 One reduction on top of that: an operation that is *pure* (it never changes a state that
 accepts it, e.g. a read) is linearized as soon as it is accepted and never tried later.  Moving
@@ -20,9 +25,9 @@ such an operation earlier in any valid linearization keeps it valid: everything 
 before it is already linearized, and nothing after it sees a different state.  So if that choice
 fails, the configuration fails, and the search backtracks at once.
 
-Invariants of the loop: ``lin`` has exactly the bits of the operations lifted out of the list;
-``stack`` holds (entry, state, lin) for every lifted call, in order; ``state`` is the model state
-after applying the lifted operations in stack order.
+Invariants of the loop: ``(low, window)`` encodes exactly the operations lifted out of the list,
+with bit 0 of ``window`` clear; ``stack`` holds (entry, state, low, window) for every lifted call,
+in order; ``state`` is the model state after applying the lifted operations in stack order.
 """
 
 from __future__ import annotations
@@ -87,26 +92,29 @@ def search(
     n = len(calls)
     if n == 0:
         return SearchOutcome(Verdict.LINEARIZABLE, (), compiled.init, None, 0)
-    events = sorted([(calls[i], 0, i) for i in range(n)] + [(ends[i], 1, i) for i in range(n)])
+    # Internally, operation k is the k-th to be called (see the module docstring).
+    perm = sorted(range(n), key=lambda i: (calls[i], i))
+    events = sorted(
+        [(calls[i], 0, k) for k, i in enumerate(perm)] + [(ends[i], 1, k) for k, i in enumerate(perm)]
+    )
     size = 2 * n + 2
     tail = size - 1
     nxt = list(range(1, size + 1))
     prv = list(range(-1, size - 1))
-    code = [0] * size  # op index for a call entry, ~op index for a return entry
+    code = [0] * size  # k for the call entry of operation k, ~k for its return entry
     ret_entry = [0] * n
-    for position, (_, kind, i) in enumerate(events, 1):
+    for position, (_, kind, k) in enumerate(events, 1):
         if kind:
-            code[position] = ~i
-            ret_entry[i] = position
+            code[position] = ~k
+            ret_entry[k] = position
         else:
-            code[position] = i
+            code[position] = k
 
-    steps = compiled.steps
-    pure = compiled.pure
-    bits = [1 << i for i in range(n)]
-    seen: set[tuple[int, Hashable]] = set()
+    steps = [compiled.steps[i] for i in perm]
+    pure = [compiled.pure[i] for i in perm]
+    seen: set[tuple[int, int, Hashable]] = set()
     seen_add = seen.add
-    stack: list[tuple[int, Hashable, int]] = []
+    stack: list[tuple[int, Hashable, int, int]] = []
     push = stack.append
     pop = stack.pop
     reject = REJECT
@@ -114,7 +122,8 @@ def search(
     clock = CLOCK_EVERY
 
     state = compiled.init
-    lin = 0
+    low = 0  # every operation k < low is linearized; operation low is not
+    window = 0  # bit d set: operation low + d is linearized (bit 0 is always clear)
     entry = nxt[0]
     best_depth = -1
     best: tuple[tuple[int, ...], Hashable, int | None] = ((), state, None)
@@ -126,13 +135,16 @@ def search(
             if new is reject:
                 entry = nxt[entry]
                 continue
-            nl = lin | bits[c]
-            key = (nl, new)
+            if c == low:
+                w = window | 1
+                t = (~w & (w + 1)).bit_length() - 1  # trailing ones
+                key = (low + t, w >> t, new)
+            else:
+                key = (low, window | (1 << (c - low)), new)
             if key not in seen:
                 seen_add(key)
-                push((entry, state, lin))
-                state = new
-                lin = nl
+                push((entry, state, low, window))
+                low, window, state = key
                 p = prv[entry]
                 q = nxt[entry]
                 nxt[p] = q
@@ -144,7 +156,7 @@ def search(
                 prv[q] = p
                 entry = nxt[0]
                 if entry == tail:
-                    order = tuple(code[e] for e, _, _ in stack)
+                    order = tuple(perm[code[e]] for e, _, _, _ in stack)
                     return SearchOutcome(Verdict.LINEARIZABLE, order, state, None, len(seen))
                 continue
             if not pure[c]:
@@ -153,14 +165,14 @@ def search(
             # A pure operation leads to a configuration that already failed: so does this one.
         elif len(stack) > best_depth:
             best_depth = len(stack)
-            best = (tuple(code[e] for e, _, _ in stack), state, ~c)
+            best = (tuple(perm[code[e]] for e, _, _, _ in stack), state, perm[~c])
 
         # Backtrack: undo choices until one that is not a committed pure operation.
         while True:
             if not stack:
                 order, best_state, blocked = best
                 return SearchOutcome(Verdict.NOT_LINEARIZABLE, order, best_state, blocked, len(seen))
-            entry, state, lin = pop()
+            entry, state, low, window = pop()
             c = code[entry]
             r = ret_entry[c]
             nxt[prv[r]] = r

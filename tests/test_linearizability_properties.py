@@ -161,8 +161,31 @@ def test_verdict_does_not_depend_on_listing_order(
     expected = check(history, model).verdict
     shuffled = list(history)
     rnd.shuffle(shuffled)
-    assert check(shuffled, model).verdict is expected
-    assert check(shuffled, model, partitioned=False).verdict is expected
+    for partitioned in (True, False):
+        result = check(shuffled, model, partitioned=partitioned)
+        assert result.verdict is expected
+        if result.linearizable:
+            for part in result.partitions:
+                assert_valid_linearization(model, part.operations, part.order)
+
+
+def test_a_long_history_with_long_values() -> None:
+    """Thousands of operations on one key whose value keeps growing: the window encoding keeps
+    the cache keys small and interning keeps each distinct value once."""
+    rnd = random.Random(7)
+    value, history = "", []
+    for p in range(2000):
+        t = p * 10.0
+        if rnd.random() < 0.5:
+            piece = f"x {p % 5} {p} y"
+            value += piece
+            history.append(Operation(p % 5, ("append", "k", piece), None, t - 12, t + 12))
+        else:
+            history.append(Operation(p % 5, ("get", "k"), value, t - 12, t + 12))
+    result = check(history, KVModel(), timeout=60)
+    assert result.verdict is Verdict.LINEARIZABLE
+    wrong = Operation(0, ("get", "k"), value + "!", 20_000.0, 20_001.0)
+    assert check([*history, wrong], KVModel(), timeout=60).verdict is Verdict.NOT_LINEARIZABLE
 
 
 @st.composite
