@@ -19,6 +19,7 @@ real-time order, matched by ``id``.  :func:`operations_from_events` turns them i
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -126,6 +127,12 @@ def validate_history(operations: Iterable[Operation]) -> list[Operation]:
                 f"history item {index} is a {type(op).__name__}, not an Operation; "
                 "build histories from linearizability.Operation (or use operations_from_events)"
             )
+        for name, t in (("call", op.call), ("return", op.ret)):
+            if (t is not None or name == "call") and (not isinstance(t, numbers.Real) or t != t):
+                raise HistoryError(
+                    f"operation {index} ({op.input!r} by client {op.client!r}) has {name} time "
+                    f"{t!r}; times must be real numbers (not NaN)"
+                )
         if op.ret is not None and op.ret < op.call:
             raise HistoryError(
                 f"operation {index} ({op.input!r} by client {op.client!r}) returns at {op.ret} "

@@ -229,11 +229,31 @@ def test_bad_events(events: list[Event], message: str) -> None:
         (Operation(0, ("read",), 1, 5, 4), "before its call"),
         (Operation(0, ("read",), 1, 5, None), "no return time"),
         ("read", "not an Operation"),
+        (Operation(0, ("read",), 1, float("nan"), 4), "real numbers"),
+        (Operation(0, ("read",), 1, None, 4), "real numbers"),  # type: ignore[arg-type]
+        (Operation(0, ("read",), 1, 0, "4"), "real numbers"),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_operations_are_reported(op: Any, message: str) -> None:
     with pytest.raises(HistoryError, match=message):
         check([op], RegisterModel())
+
+
+def test_report_of_a_linearizable_history_shows_the_linearization() -> None:
+    from linearizability import render_html
+
+    history = [Operation(0, ("write", 1), None, 0, 2), Operation(1, ("read",), 1, 1, 3)]
+    page = render_html(check(history, RegisterModel()))
+    assert "1. write(1)" in page and "2. read() -&gt; 1" in page
+    assert "Every attempt failed" not in page
+
+
+def test_report_of_an_unknown_result() -> None:
+    from linearizability import render_html
+
+    result = check(hard_history(), RegisterModel(), timeout=0.05)
+    page = render_html(result)
+    assert "unknown" in page and "longest linearizable prefix found" in page
 
 
 def test_empty_history_is_linearizable() -> None:
