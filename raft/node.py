@@ -424,10 +424,12 @@ class RaftNode:
         if pr is None:
             return
         if m.success:
+            # Acknowledge before leaving PROBE: acknowledge() says whether match_index advanced, and
+            # only then can the commit index move (raising match_index first hid a probe's progress).
+            advanced = pr.acknowledge(m.match_index)
             if pr.state == PROBE:
-                pr.match_index = max(pr.match_index, m.match_index)
                 pr.become_replicate()
-            if pr.acknowledge(m.match_index):
+            if advanced:
                 self._maybe_commit()
             pr.paused = False
             return
