@@ -74,12 +74,23 @@ def main(argv: list[str] | None = None) -> int:
         ok = result.verdict is (Verdict.LINEARIZABLE if expected else Verdict.NOT_LINEARIZABLE)
         wrong += not ok
         explored = sum(p.explored for p in result.partitions)
-        rows.append({"history": label, "seconds": best, "verdict": str(result.verdict),
-                     "correct": ok, "operations": len(history), "explored": explored})
+        rows.append(
+            {
+                "history": label,
+                "seconds": best,
+                "verdict": str(result.verdict),
+                "correct": ok,
+                "operations": len(history),
+                "explored": explored,
+            }
+        )
         if not args.quiet:
             mark = "" if ok else "  WRONG VERDICT"
-            print(f"{best:8.4f}s  {label:32} {result.verdict!s:17} {len(history):4} ops "
-                  f"{explored:8} configs{mark}", flush=True)
+            print(
+                f"{best:8.4f}s  {label:32} {result.verdict!s:17} {len(history):4} ops "
+                f"{explored:8} configs{mark}",
+                flush=True,
+            )
 
     def total(prefix: str) -> float:
         return sum(r["seconds"] for r in rows if r["history"].startswith(prefix))
@@ -97,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         "wrong_verdicts": wrong,
         "python": platform.python_version(),
     }
-    print(f"total {summary['total_seconds']:.3f}s  (jepsen {summary['jepsen_seconds']:.3f}s, "
-          f"kv per key {summary['kv_per_key_seconds']:.3f}s, kv whole "
-          f"{summary['kv_whole_seconds']:.3f}s); slowest Jepsen {slowest['history']} "
-          f"{slowest['seconds']:.3f}s; slowest overall {summary['slowest']['history']} "
-          f"{summary['slowest']['seconds']:.3f}s; {wrong} wrong verdicts")
+    print(
+        f"total {summary['total_seconds']:.3f}s  (jepsen {summary['jepsen_seconds']:.3f}s, "
+        f"kv per key {summary['kv_per_key_seconds']:.3f}s, kv whole "
+        f"{summary['kv_whole_seconds']:.3f}s); slowest Jepsen {slowest['history']} "
+        f"{slowest['seconds']:.3f}s; slowest overall {summary['slowest']['history']} "
+        f"{summary['slowest']['seconds']:.3f}s; {wrong} wrong verdicts"
+    )
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "histories": rows}, indent=2) + "\n")
     return 1 if wrong else 0
