@@ -91,3 +91,11 @@ def test_linearization_of_a_linearizable_log_is_valid() -> None:
     for i in part.order:
         ok, state = model.step(state, history[i].input, history[i].output)
         assert ok
+
+
+def test_shared_data_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data" / "linearizability" / "jepsen").mkdir(parents=True)
+    monkeypatch.setenv("RAYKV_SHARED_DATA", str(tmp_path / "data"))
+    assert shared_data_dir() == tmp_path / "data" / "linearizability"
+    monkeypatch.setenv("RAYKV_SHARED_DATA", str(tmp_path / "data" / "linearizability"))
+    assert shared_data_dir() == tmp_path / "data" / "linearizability"
