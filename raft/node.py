@@ -94,6 +94,7 @@ class RaftNode:
         self._snapshot_to_apply: Snapshot | None = None
         self._heartbeat_due = False
         self._commit_changed = False
+        self._commit_notify_due = False
         # Hooks that tests switch on to break the algorithm on purpose (see raft.faults).
         self.faults: frozenset[str] = frozenset()
         if trace.enabled("persist") and (state.entries or state.snapshot.index or self.term):
@@ -144,6 +145,12 @@ class RaftNode:
             if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
                 self.heartbeat_elapsed = 0
                 self._heartbeat_due = True
+            if self._commit_changed:
+                # Tell idle followers about a new commit index at most once per tick: commits that
+                # happen close together share one notification (busy followers learn it from the
+                # next AppendEntries anyway).
+                self._commit_changed = False
+                self._commit_notify_due = True
         else:
             self.election_elapsed += 1
             if self.election_elapsed >= self.randomized_timeout:
@@ -218,7 +225,7 @@ class RaftNode:
             or self._snapshot_to_persist
             or self._snapshot_to_apply
             or self._heartbeat_due
-            or self._commit_changed
+            or self._commit_notify_due
             or self.log.unstable_from <= self.log.last_index
             or self.log.applied < self.log.commit
             or (self.role == LEADER and self._replication_pending())
@@ -487,9 +494,10 @@ class RaftNode:
     def _flush_replication(self) -> None:
         """Send each follower what it needs: new entries, a heartbeat, or a snapshot."""
         heartbeat = self._heartbeat_due
-        commit_changed = self._commit_changed
+        notify_commit = self._commit_notify_due
         self._heartbeat_due = False
-        self._commit_changed = False
+        self._commit_notify_due = False
+        commit = self.log.commit
         last = self.log.last_index
         max_n = self.config.max_entries_per_append
         for peer, pr in self.progress.items():
@@ -519,7 +527,7 @@ class RaftNode:
                 self._send_append(peer, pr.next_index, hi)
                 pr.paused = True
                 sent = True
-            if not sent and (heartbeat or (commit_changed and pr.match_index >= self.log.commit)):
+            if not sent and (heartbeat or (notify_commit and pr.commit_sent < commit)):
                 self._send_append(peer, pr.next_index, pr.next_index - 1)
 
     def _send_append(self, peer: int, lo: int, hi: int) -> None:
@@ -528,6 +536,7 @@ class RaftNode:
         prev_term = self.log.term_at(prev)
         assert prev_term is not None, (prev, self.log.snapshot_index)
         entries = tuple(self.log.slice(lo, hi + 1)) if hi >= lo else ()
+        self.progress[peer].commit_sent = self.log.commit
         self._send(AppendEntries(self.term, self.id, peer, prev, prev_term, entries,
                                  self.log.commit))
 

@@ -23,13 +23,15 @@ SNAPSHOT = "snapshot"
 
 
 class Progress:
-    __slots__ = ("inflight", "match_index", "next_index", "paused", "state")
+    __slots__ = ("commit_sent", "inflight", "match_index", "next_index", "paused", "state")
 
     def __init__(self, next_index: int) -> None:
         self.match_index = 0
         self.next_index = next_index
         self.state = PROBE
         self.paused = False
+        #: the leader commit index carried by the last AppendEntries sent to this follower
+        self.commit_sent = 0
         #: last index carried by each unacknowledged AppendEntries, oldest first (REPLICATE only)
         self.inflight: deque[int] = deque()
 

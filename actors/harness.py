@@ -1,0 +1,284 @@
+"""A Raft test harness on Ray, equivalent to the reference tester's ``config.go``.
+
+It builds ``n`` replica actors hosting :class:`~actors.statemachine.ApplyRecorder`, wires them through
+one :class:`~actors.network.FaultyNetwork` actor, and offers the reference's operations:
+``crash1`` / ``start1`` (in-actor crash, fresh copy of storage, new client ends), ``connect`` /
+``disconnect``, ``check_one_leader``, ``check_terms``, ``check_no_leader``, ``n_committed``, ``wait``,
+``one``, ``log_size`` and the RPC counters. Every failure raises ``AssertionError`` with a message
+naming what was expected.
+
+The harness is synchronous (it is driven from a test's thread); it only ever blocks on ``ray.get``
+with a deadline, never inside an actor. It can be used from several threads at once (the churn and
+concurrent-start tests do).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+import time
+from typing import Any
+
+import ray
+
+from actors.network import FaultyNetwork
+from actors.replica import ReplicaSpec, replica_actor
+from actors.statemachine import ApplyRecorder
+
+#: "elections should complete within one second" (the reference's RaftElectionTimeout)
+ELECTION_TIMEOUT_S = 1.0
+#: the reference's limit on the real time of every Raft test
+TEST_TIME_LIMIT_S = 120.0
+#: how long any single Ray call from the harness may take before the test fails instead of hanging
+CALL_DEADLINE_S = 30.0
+
+
+def _get(refs: Any) -> Any:
+    return ray.get(refs, timeout=CALL_DEADLINE_S)
+
+
+class RaftHarness:
+    """``n`` Raft peers behind a faulty network; the reference ``make_config(n, unreliable, snapshot)``."""
+
+    def __init__(
+        self,
+        n: int,
+        unreliable: bool = False,
+        snapshot: bool = False,
+        seed: int | None = None,
+        tick_s: float = 0.02,
+    ) -> None:
+        self.n = n
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        self.rng = random.Random(self.seed)
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+        self.max_index = 0
+        self.max_index0 = 0
+        self.net = FaultyNetwork.remote(seed=self.rng.randrange(2**31))
+        _get(self.net.set_long_delays.remote(True))
+        actor_cls = replica_actor()
+        self.replicas = [
+            actor_cls.remote(ReplicaSpec(
+                name=f"peer{i}",
+                peer_id=i,
+                peers=tuple(range(n)),
+                state_machine=functools.partial(ApplyRecorder, 10 if snapshot else None),
+                tick_s=tick_s,
+                seed=self.rng.randrange(2**31),
+            ))
+            for i in range(n)
+        ]
+        _get([r.ping.remote() for r in self.replicas])
+        self.incarnation = [0] * n
+        self.connected = [False] * n
+        self.alive = [False] * n
+        # ends[i][j]: the name of peer i's current end to peer j
+        self.ends: list[dict[int, str]] = [{} for _ in range(n)]
+        for i in range(n):
+            self.start1(i)
+        for i in range(n):
+            self.connect(i)
+        if unreliable:
+            _get(self.net.set_reliable.remote(False))
+
+    # ------------------------------------------------------------------------------------------
+    # Crash, restart, connectivity
+    # ------------------------------------------------------------------------------------------
+
+    def crash1(self, i: int) -> None:
+        """Disconnect peer i, remove it from the network, and kill its Raft (storage survives)."""
+        self.disconnect(i)
+        _get(self.net.delete_server.remote(f"peer{i}"))
+        _get(self.replicas[i].crash.remote())
+        self.alive[i] = False
+
+    def start1(self, i: int) -> None:
+        """Restart peer i from a copy of its storage, with new ends (not connected: call connect)."""
+        self.crash1(i)
+        self.incarnation[i] += 1
+        inc = self.incarnation[i]
+        ends = {j: f"p{i}.{inc}->p{j}" for j in range(self.n) if j != i}
+        refs = [self.net.make_end.remote(e, f"peer{j}") for j, e in ends.items()]
+        _get(refs)
+        self.ends[i] = ends
+        _get(self.replicas[i].start.remote(inc, ("network", self.net, ends)))
+        _get(self.net.add_server.remote(f"peer{i}", self.replicas[i], inc))
+        self.alive[i] = True
+
+    def _links(self, i: int) -> list[str]:
+        """Ends between peer i and every connected peer, in both directions."""
+        out = []
+        for j in range(self.n):
+            if j != i and self.connected[j]:
+                out.append(self.ends[i][j])
+                out.append(self.ends[j][i])
+        return out
+
+    def connect(self, i: int) -> None:
+        self.connected[i] = True
+        _get(self.net.enable_many.remote(self._links(i), True))
+
+    def disconnect(self, i: int) -> None:
+        self.connected[i] = False
+        links = [self.ends[i][j] for j in self.ends[i]] + [
+            self.ends[j][i] for j in range(self.n) if j != i and i in self.ends[j]
+        ]
+        _get(self.net.enable_many.remote(links, False))
+
+    def set_unreliable(self, unreliable: bool) -> None:
+        _get(self.net.set_reliable.remote(not unreliable))
+
+    def set_long_reordering(self, on: bool) -> None:
+        _get(self.net.set_long_reordering.remote(on))
+
+    # ------------------------------------------------------------------------------------------
+    # Checks
+    # ------------------------------------------------------------------------------------------
+
+    def states(self, peers: list[int]) -> list[tuple[int, bool]]:
+        return _get([self.replicas[i].get_state.remote() for i in peers])
+
+    def check_one_leader(self) -> int:
+        """Wait (up to 10 × ~0.5 s) for exactly one leader among connected peers; return it."""
+        for _ in range(10):
+            time.sleep(0.45 + self.rng.random() * 0.1)
+            peers = [i for i in range(self.n) if self.connected[i]]
+            leaders: dict[int, list[int]] = {}
+            for i, (term, is_leader) in zip(peers, self.states(peers), strict=True):
+                if is_leader:
+                    leaders.setdefault(term, []).append(i)
+            for term, ls in leaders.items():
+                assert len(ls) <= 1, f"term {term} has {len(ls)} (>1) leaders: {ls}"
+            if leaders:
+                return leaders[max(leaders)][0]
+        raise AssertionError("expected one leader, got none")
+
+    def check_terms(self) -> int:
+        """All connected peers agree on the term; return it."""
+        peers = [i for i in range(self.n) if self.connected[i]]
+        terms = {t for t, _ in self.states(peers)}
+        assert len(terms) == 1, f"servers disagree on term: {sorted(terms)}"
+        return terms.pop()
+
+    def check_no_leader(self) -> None:
+        peers = [i for i in range(self.n) if self.connected[i]]
+        for i, (_, is_leader) in zip(peers, self.states(peers), strict=True):
+            assert not is_leader, f"expected no leader among connected servers, but {i} claims to be leader"
+
+    def n_committed(self, index: int) -> tuple[int, Any]:
+        """How many peers have applied ``index``, and the command; disagreement fails the test."""
+        answers = _get([r.applied_at.remote(index) for r in self.replicas])
+        count, cmd = 0, None
+        for i, (has, c, errors) in enumerate(answers):
+            assert errors == 0, f"peer {i}'s applier reported errors: {self.applier_errors(i)}"
+            if has:
+                assert count == 0 or cmd == c, (
+                    f"committed values do not match: index {index}, {cmd!r}, {c!r}")
+                count += 1
+                cmd = c
+        return count, cmd
+
+    def applier_errors(self, i: int) -> list[str]:
+        return _get(self.replicas[i].applied_log.remote())[1]
+
+    def wait(self, index: int, n: int, start_term: int) -> Any:
+        """Wait for at least ``n`` peers to apply ``index``; -1 if the term moved past ``start_term``."""
+        to = 0.01
+        for _ in range(30):
+            nd, _ = self.n_committed(index)
+            if nd >= n:
+                break
+            time.sleep(to)
+            if to < 1.0:
+                to *= 2
+            if start_term > -1:
+                for t, _ in self.states(list(range(self.n))):
+                    if t > start_term:
+                        return -1  # someone has moved on; can no longer guarantee that we'll "win"
+        nd, cmd = self.n_committed(index)
+        assert nd >= n, f"only {nd} decided for index {index}; wanted {n}"
+        return cmd
+
+    def one(self, cmd: Any, expected_servers: int, retry: bool) -> int:
+        """Get ``cmd`` committed by at least ``expected_servers`` peers (the reference ``one``)."""
+        t0 = time.monotonic()
+        starts = 0
+        while time.monotonic() - t0 < 10.0 and self.elapsed() < TEST_TIME_LIMIT_S:
+            index = -1
+            for _ in range(self.n):
+                starts = (starts + 1) % self.n
+                if self.connected[starts]:
+                    i1, _, ok = _get(self.replicas[starts].start_command.remote(cmd))
+                    if ok:
+                        index = i1
+                        break
+            if index != -1:
+                t1 = time.monotonic()
+                while time.monotonic() - t1 < 2.0:
+                    nd, cmd1 = self.n_committed(index)
+                    if nd > 0 and nd >= expected_servers and cmd1 == cmd:
+                        return index
+                    time.sleep(0.02)
+                if not retry:
+                    raise AssertionError(f"one({cmd!r}) failed to reach agreement")
+            else:
+                time.sleep(0.05)
+        raise AssertionError(f"one({cmd!r}) failed to reach agreement")
+
+    def start(self, i: int, cmd: Any) -> tuple[int, int, bool]:
+        return _get(self.replicas[i].start_command.remote(cmd))
+
+    def start_many(self, starts: list[tuple[int, Any]]) -> list[tuple[int, int, bool]]:
+        """Start several commands at once (one round of concurrent calls)."""
+        return _get([self.replicas[i].start_command.remote(cmd) for i, cmd in starts])
+
+    def log_size(self) -> int:
+        """The largest persisted Raft state (bytes) among the peers."""
+        return max(s for s, _ in _get([r.storage_sizes.remote() for r in self.replicas]))
+
+    def rpc_total(self) -> int:
+        return _get(self.net.get_total_count.remote())
+
+    def rpc_count(self, i: int) -> int:
+        return _get(self.net.get_count.remote(f"peer{i}"))
+
+    def bytes_total(self) -> int:
+        return _get(self.net.get_total_bytes.remote())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def check_applied_logs(self) -> None:
+        """Cross-check every entry every peer ever applied: same index, same command, no errors."""
+        logs = _get([r.applied_log.remote() for r in self.replicas])
+        seen: dict[int, tuple[int, Any]] = {}
+        for i, (log_, errors) in enumerate(logs):
+            assert not errors, f"peer {i}'s applier reported errors: {errors}"
+            for index, cmd in log_.items():
+                if index in seen:
+                    j, other = seen[index]
+                    assert other == cmd, (
+                        f"peer {i} applied {cmd!r} at index {index} but peer {j} applied {other!r}")
+                else:
+                    seen[index] = (i, cmd)
+
+    def cleanup(self) -> None:
+        """Check the applied logs and the time limit, then kill every actor."""
+        try:
+            self.check_applied_logs()
+            assert self.elapsed() <= TEST_TIME_LIMIT_S, (
+                f"test took longer than {TEST_TIME_LIMIT_S:.0f} seconds ({self.elapsed():.1f} s)")
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        ray.kill(self.net, no_restart=True)  # first, so that it does not report the peers' deaths
+        for r in self.replicas:
+            ray.kill(r, no_restart=True)
+
+    def summary(self) -> str:
+        st = _get(self.net.stats.remote())
+        return (f"{self.elapsed():5.1f}s  peers {self.n}  rpcs {st.get('total_count')}  "
+                f"bytes {st.get('total_bytes')}  cmds {self.max_index - self.max_index0}")

@@ -1,0 +1,69 @@
+"""How a replica reaches its peers: through the faulty network actor, or straight to their actors.
+
+Both transports have the same shape: ``await transport.call(peer, method, args, rpcs)`` returns
+``(True, result)`` or ``(False, None)`` for a call that failed (dropped, timed out, peer dead). A
+failed call is an ordinary event in Raft, never an exception. Choosing one is a deployment decision,
+not a code fork: the replica does not know which one it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayActorError, RayError
+
+
+class Transport(Protocol):
+    async def call(self, peer: int, method: str, args: tuple, rpcs: int = 1) -> tuple[bool, Any]:
+        """Call ``method`` on ``peer`` with ``args``; ``rpcs`` is how many Raft RPCs the call carries."""
+
+
+class NetworkTransport:
+    """Every call goes through the :class:`~actors.network.FaultyNetwork` actor via a named end.
+
+    ``ends[peer]`` is the name of this peer's client end to ``peer``; the network decides, per end,
+    whether the call is delivered, dropped or delayed.
+    """
+
+    def __init__(self, network: ActorHandle, ends: dict[int, str]) -> None:
+        self.network = network
+        self.ends = dict(ends)
+
+    async def call(self, peer: int, method: str, args: tuple, rpcs: int = 1) -> tuple[bool, Any]:
+        try:
+            ok, result = await self.network.call.remote(self.ends[peer], method, args, rpcs)
+        except RayError:
+            return False, None
+        if not ok or result is None:
+            return False, None
+        return True, result
+
+
+class DirectTransport:
+    """Calls go straight to the peer actors (production use: no fault injection, one hop fewer).
+
+    A call that takes longer than ``timeout_s`` counts as failed; the remote call itself may still run,
+    exactly as a lossy network would behave.
+    """
+
+    def __init__(self, handles: dict[int, ActorHandle], timeout_s: float = 2.0) -> None:
+        self.handles = dict(handles)
+        self.timeout_s = timeout_s
+
+    async def call(self, peer: int, method: str, args: tuple, rpcs: int = 1) -> tuple[bool, Any]:
+        try:
+            ref = self.handles[peer].rpc.remote(None, method, args)
+            result = await asyncio.wait_for(ref, self.timeout_s)
+        except (RayActorError, RayError, asyncio.TimeoutError):
+            return False, None
+        if result is None:
+            return False, None
+        return True, result
+
+
+def get_actor_handles(names: dict[int, str], namespace: str | None = None) -> dict[int, ActorHandle]:
+    """Look up named peer actors (used by replicas that talk directly)."""
+    return {p: ray.get_actor(n, namespace=namespace) for p, n in names.items()}
