@@ -161,7 +161,8 @@ def test_concurrent_starts_3b(raft_harness):
         indexes: list[int] = []
         lock = threading.Lock()
 
-        def starter(ii: int, term: int = term, leader: int = leader) -> None:
+        def starter(ii: int, term: int = term, leader: int = leader,
+                    indexes: list[int] = indexes, lock: threading.Lock = lock) -> None:
             i, term1, ok1 = cfg.start(leader, 100 + ii)
             if term1 != term or not ok1:
                 return

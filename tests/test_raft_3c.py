@@ -204,8 +204,7 @@ def _internal_churn(cfg, unreliable: bool) -> None:
                 x = crng.randrange(2**31)
                 index, ok = -1, False
                 alive = [i for i in range(servers) if cfg.alive[i]]
-                for i, (index1, _, ok1) in zip(
-                        alive, cfg.start_many([(i, x) for i in alive]), strict=True):
+                for index1, _, ok1 in cfg.start_many([(i, x) for i in alive]):
                     if ok1:
                         ok, index = True, index1
                 if ok:
