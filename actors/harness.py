@@ -219,6 +219,10 @@ class RaftHarness:
                 while time.monotonic() - t1 < 2.0:
                     nd, cmd1 = self.n_committed(index)
                     if nd > 0 and nd >= expected_servers and cmd1 == cmd:
+                        took = time.monotonic() - t0
+                        if took > 2.0:
+                            print(f"[harness {self.elapsed():6.1f}s] one() took {took:.1f}s "
+                                  f"(index {index})")
                         return index
                     time.sleep(0.02)
                 if not retry:
