@@ -15,6 +15,7 @@ concurrent-start tests do).
 from __future__ import annotations
 
 import functools
+import os
 import random
 import threading
 import time
@@ -25,6 +26,7 @@ import ray
 from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec, replica_actor
 from actors.statemachine import ApplyRecorder
+from actors.storage import FileStorage, MemoryStorage
 
 #: "elections should complete within one second" (the reference's RaftElectionTimeout)
 ELECTION_TIMEOUT_S = 1.0
@@ -48,7 +50,10 @@ class RaftHarness:
         snapshot: bool = False,
         seed: int | None = None,
         tick_s: float = 0.02,
+        storage_root: str | None = None,
     ) -> None:
+        """``storage_root``: keep each peer's state in durable :class:`FileStorage` under
+        ``storage_root/peer{i}`` instead of memory (needed to survive :meth:`kill_process`)."""
         self.n = n
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.rng = random.Random(self.seed)
@@ -58,22 +63,26 @@ class RaftHarness:
         self.max_index0 = 0
         self.net = FaultyNetwork.remote(seed=self.rng.randrange(2**31))
         _get(self.net.set_long_delays.remote(True))
-        actor_cls = replica_actor()
-        self.replicas = [
-            actor_cls.remote(ReplicaSpec(
+        self.actor_cls = replica_actor()
+        self.specs = [
+            ReplicaSpec(
                 name=f"peer{i}",
                 peer_id=i,
                 peers=tuple(range(n)),
                 state_machine=functools.partial(ApplyRecorder, 10 if snapshot else None),
+                storage=(MemoryStorage if storage_root is None else functools.partial(
+                    FileStorage, os.path.join(storage_root, f"peer{i}"), lock_timeout=10.0)),
                 tick_s=tick_s,
                 seed=self.rng.randrange(2**31),
-            ))
+            )
             for i in range(n)
         ]
+        self.replicas = [self.actor_cls.remote(spec) for spec in self.specs]
         _get([r.ping.remote() for r in self.replicas])
         self.incarnation = [0] * n
         self.connected = [False] * n
         self.alive = [False] * n
+        self.process_dead = [False] * n  # its actor process was killed (kill_process)
         # ends[i][j]: the name of peer i's current end to peer j
         self.ends: list[dict[int, str]] = [{} for _ in range(n)]
         for i in range(n):
@@ -106,6 +115,24 @@ class RaftHarness:
         _get(self.replicas[i].start.remote(inc, ("network", self.net, ends)))
         _get(self.net.add_server.remote(f"peer{i}", self.replicas[i], inc))
         self.alive[i] = True
+
+    def _live_processes(self) -> list[int]:
+        return [i for i in range(self.n) if not self.process_dead[i]]
+
+    def kill_process(self, i: int) -> None:
+        """Really crash peer i: kill its Ray actor's process (only durable storage survives this)."""
+        self.disconnect(i)
+        _get(self.net.delete_server.remote(f"peer{i}"))
+        self.process_dead[i] = True
+        ray.kill(self.replicas[i], no_restart=True)
+        self.alive[i] = False
+
+    def replace_actor(self, i: int) -> None:
+        """Start a brand-new actor for peer i on the same storage (not connected: call connect)."""
+        self.replicas[i] = self.actor_cls.remote(self.specs[i])
+        _get(self.replicas[i].ping.remote())
+        self.process_dead[i] = False
+        self.start1(i)
 
     def _links(self, i: int) -> list[str]:
         """Ends between peer i and every connected peer, in both directions."""
@@ -169,9 +196,10 @@ class RaftHarness:
 
     def n_committed(self, index: int) -> tuple[int, Any]:
         """How many peers have applied ``index``, and the command; disagreement fails the test."""
-        answers = _get([r.applied_at.remote(index) for r in self.replicas])
+        peers = self._live_processes()
+        answers = _get([self.replicas[i].applied_at.remote(index) for i in peers])
         count, cmd = 0, None
-        for i, (has, c, errors) in enumerate(answers):
+        for i, (has, c, errors) in zip(peers, answers, strict=True):
             assert errors == 0, f"peer {i}'s applier reported errors: {self.applier_errors(i)}"
             if has:
                 assert count == 0 or cmd == c, (
@@ -194,7 +222,7 @@ class RaftHarness:
             if to < 1.0:
                 to *= 2
             if start_term > -1:
-                for t, _ in self.states(list(range(self.n))):
+                for t, _ in self.states(self._live_processes()):
                     if t > start_term:
                         return -1  # someone has moved on; can no longer guarantee that we'll "win"
         nd, cmd = self.n_committed(index)
@@ -256,7 +284,7 @@ class RaftHarness:
 
     def check_applied_logs(self) -> None:
         """Cross-check every entry every peer ever applied: same index, same command, no errors."""
-        logs = _get([r.applied_log.remote() for r in self.replicas])
+        logs = _get([self.replicas[i].applied_log.remote() for i in self._live_processes()])
         seen: dict[int, tuple[int, Any]] = {}
         for i, (log_, errors) in enumerate(logs):
             assert not errors, f"peer {i}'s applier reported errors: {errors}"
