@@ -145,7 +145,8 @@ def run_campaign(
 
 
 def hunt(config: SimConfig, start_seed: int = 0, max_seeds: int = 10_000,
-         time_budget: float = 10.0) -> tuple[SeedResult | None, int, float]:
+         time_budget: float = 10.0,
+         node_factory: NodeFactory = RaftNode) -> tuple[SeedResult | None, int, float]:
     """Run seeds from ``start_seed`` until one breaks an invariant or the budget is spent.
 
     Returns ``(first failing result or None, seeds tried, wall seconds)``.
@@ -153,7 +154,7 @@ def hunt(config: SimConfig, start_seed: int = 0, max_seeds: int = 10_000,
     start = time.perf_counter()
     tried = 0
     for seed in range(start_seed, start_seed + max_seeds):
-        r = run_seed(seed, config)
+        r = run_seed(seed, config, node_factory)
         tried += 1
         if r.violation is not None:
             return r, tried, time.perf_counter() - start

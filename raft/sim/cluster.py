@@ -48,6 +48,7 @@ from raft.sim.network import VirtualNetwork
 from raft.sim.service import CounterService
 from raft.sim.storage import MemoryStorage
 from raft.sim.trace import EventLog
+from raft.types import AppendEntriesReply, InstallSnapshotReply
 
 #: Where an armed crash strikes while a Ready is carried out.
 CRASH_POINTS = ("before persisting", "after persisting, before sending", "halfway through sending",
@@ -65,7 +66,7 @@ class SimCluster:
         self.config = config = config or SimConfig()
         self.rng = rng = random.Random(seed)
         self.trace = EventLog(config.tail, config.record)
-        self.emit = emit = self.trace.add
+        self.emit = emit = self.trace.emitter()
         self.profile: Profile = config.profile or Profile.draw(rng, config.election_ticks)
         self.node_factory = node_factory
         n = config.nodes
@@ -100,7 +101,8 @@ class SimCluster:
         self.stats: dict[str, int] = {
             "ticks": 0, "proposals": 0, "crashes": 0, "restarts": 0, "partitions": 0,
             "snapshots": 0, "installs": 0, "calm_windows": 0, "max_commit_latency": 0,
-            "max_catchup_latency": 0,
+            "max_catchup_latency": 0, "crash_before_persist": 0, "crash_before_send": 0,
+            "crash_mid_send": 0, "crash_before_apply": 0,
         }
 
     # -- peers -----------------------------------------------------------------------------------
@@ -143,10 +145,12 @@ class SimCluster:
             inv.on_ready(i, node, rd)
             point = self.armed[i]
             if point == 0:
+                self.stats["crash_before_persist"] += 1
                 self.crash(i, CRASH_POINTS[0])
                 return
             self.storage[i].persist(rd)
             if point == 1:
+                self.stats["crash_before_send"] += 1
                 self.crash(i, CRASH_POINTS[1])
                 return
             send = self.net.send
@@ -154,11 +158,13 @@ class SimCluster:
                 k = int(self.rng.random() * len(rd.messages))
                 for m in rd.messages[:k]:
                     send(m)
+                self.stats["crash_mid_send"] += 1
                 self.crash(i, f"{CRASH_POINTS[2]} ({k} of {len(rd.messages)} sent)")
                 return
             for m in rd.messages:
                 send(m)
             if point >= 2:
+                self.stats["crash_before_apply"] += 1
                 self.crash(i, CRASH_POINTS[3])
                 return
             svc = self.services[i]
@@ -377,6 +383,7 @@ class SimCluster:
                     drive(i)
         reach = self.net.reach
         emit = self.emit
+        on_ack = self.inv.on_ack
         for m in self.net.take(t):
             d = m.dst
             node = nodes[d]
@@ -389,6 +396,11 @@ class SimCluster:
                 node.step(m)
                 if node.has_ready():
                     drive(d)
+                tm = type(m)
+                if (tm is AppendEntriesReply and m.success) or tm is InstallSnapshotReply:
+                    node = nodes[d]
+                    if node is not None:
+                        on_ack(d, node, m.src, m.term, m.match_index)
         if self.config.paranoid:
             self.inv.full_check(self.services)
 

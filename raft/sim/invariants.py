@@ -32,6 +32,13 @@ in ``log.commit``, each check touches only what changed in that step, never whol
     service keeps a hash chain over what it applied (or restored from a snapshot), the checker keeps
     the same chain over the committed log, and they must be equal after every apply, every snapshot
     installation and every restart. O(1).
+``commit-progress``
+    A leader commits every entry of its own term that a majority has acknowledged (the leader's commit
+    rule of Figure 2). The checker counts the successful AppendEntries / InstallSnapshot replies of
+    the leader's term actually delivered to it (a follower replies only after persisting, so an
+    acknowledged index is durable) and, after the leader has processed one, requires its commit index
+    to cover the highest index of its term acknowledged by a majority. Unlike the liveness windows
+    this needs no calm network. O(peers) per delivered reply.
 ``liveness``
     Checked by :class:`raft.sim.cluster.SimCluster` (see its docstring and
     :meth:`raft.sim.config.SimConfig.liveness_bound`).
@@ -59,6 +66,7 @@ INVARIANTS: dict[str, str] = {
     "leader-completeness": "an entry committed in term T is in the log of every leader of a later term",
     "state-machine-safety": "no two peers commit or apply different commands at the same index",
     "applied-state": "a peer's service state equals the replay of the committed commands",
+    "commit-progress": "a leader commits every entry of its term that a majority has acknowledged",
     "liveness": "once the network is healed and calm and all peers are up, a new command commits "
                 "within the liveness bound",
 }
@@ -120,6 +128,10 @@ class Invariants:
         self.digests: list[int] = [0]
         self.seen_commit: list[int] = [0] * n
         self.elections = 0
+        # commit-progress: per leader, the term counted and the highest index each peer acknowledged
+        self.ack_term: list[int] = [-1] * n
+        self.acked: list[list[int]] = [[0] * n for _ in range(n)]
+        self.quorum = n // 2 + 1
 
     def fail(self, invariant: str, detail: str) -> None:
         raise Violation(invariant, detail, self.now)
@@ -151,11 +163,11 @@ class Invariants:
             if role == LEADER:
                 self._new_leader(n, node)
         entries = rd.entries
+        if role == LEADER and self.mark_term[n] == term:
+            self._check_append_only(n, node, entries)
         if entries:
             self._check_entries(n, node, entries)
         if role == LEADER:
-            if self.mark_term[n] == term:
-                self._check_append_only(n, node, entries)
             last = log.last_index
             self.mark_term[n] = term
             self.mark_last[n] = last
@@ -262,24 +274,47 @@ class Invariants:
                 if other is not None and m != n and other.role == LEADER and other.term > ct[top]:
                     self._require(m, other, top, f"leads term {other.term}")
 
+    def on_ack(self, n: int, node: RaftNode, src: int, term: int, match: int) -> None:
+        """Leader ``n`` has processed (and carried out the Ready of) a success reply from ``src``."""
+        if node.role != LEADER or term != node.term:
+            return
+        acked = self.acked[n]
+        if self.ack_term[n] != term:
+            self.ack_term[n] = term
+            acked[:] = [0] * len(acked)
+        if match <= acked[src]:
+            return
+        acked[src] = match
+        log = node.log
+        acked[n] = log.last_index
+        q = sorted(acked, reverse=True)[self.quorum - 1]
+        if q > log.commit and q > log.snapshot_index and log.term_at(q) == term:
+            self.fail("commit-progress",
+                      f"leader P{n} (term {term}) has acknowledgements up to index {q} (an entry of its "
+                      f"term) from a majority {sorted(i for i, a in enumerate(acked) if a >= q)} but "
+                      f"its commit index is {log.commit}")
+
     # -- applying ------------------------------------------------------------------------------
 
     def apply(self, n: int, svc: CounterService, entries: Sequence[Entry]) -> None:
         """Apply ``entries`` to ``svc``, checking each against the committed log, then the state."""
         committed = self.committed
+        top = len(committed)
+        applied = svc.applied
         for e in entries:
             i = e.index
-            if i != svc.applied + 1:
-                self.fail("applied-state", f"P{n} applies index {i} right after {svc.applied}")
-            if i >= len(committed):
+            if i != applied + 1:
+                self.fail("applied-state", f"P{n} applies index {i} right after {applied}")
+            if i >= top:
                 self.fail("state-machine-safety",
                           f"P{n} applies {_show(e)}, which no peer has committed (committed log ends "
-                          f"at {len(committed) - 1})")
+                          f"at {top - 1})")
             r = committed[i]
-            if not _same(r, e):
+            if r is not e and (r.term != e.term or r.command != e.command):
                 self.fail("state-machine-safety",
                           f"P{n} applies {_show(e)} but {_show(r)} is the committed entry there")
-            svc.apply(e)
+            applied = i
+        svc.apply_all(entries)
         if svc.digest != self.digests[svc.applied]:
             self.fail("applied-state", f"P{n}'s service state at index {svc.applied} differs from the "
                                        f"replay of the committed commands")

@@ -16,6 +16,8 @@ Invariant: ``applied`` is the index of the last entry applied (or of the snapsho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from raft.types import Entry
 
 MASK = (1 << 61) - 1
@@ -43,6 +45,19 @@ class CounterService:
         if isinstance(c, int):
             self.total += c
         self.digest = fold(self.digest, c)
+
+    def apply_all(self, entries: Sequence[Entry]) -> None:
+        total, digest = self.total, self.digest
+        for e in entries:
+            c = e.command
+            if isinstance(c, int):
+                total += c
+            else:
+                c = 0
+            digest = (digest * MUL + c + 1) & MASK
+        self.total, self.digest = total, digest
+        if entries:
+            self.applied = entries[-1].index
 
     def encode(self) -> bytes:
         return f"{self.applied}:{self.total}:{self.digest}".encode()
