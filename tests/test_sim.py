@@ -7,8 +7,14 @@ broken-rule tests prove that the invariant checks catch each deliberately broken
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
+import shlex
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +80,22 @@ def test_same_seed_same_trace_byte_for_byte() -> None:
     quiet = SimCluster(11, config.with_(record=False))
     quiet.run()
     assert quiet.fingerprint() == prints[0]
+
+
+def test_same_trace_across_processes_and_hash_seeds() -> None:
+    """No dependence on set/dict hash order, ids or anything else that differs between processes."""
+    code = ("import hashlib; from raft.sim import SimCluster, SimConfig; "
+            "c = SimCluster(11, SimConfig(ticks=800, record=True)); c.run(); "
+            "print(hashlib.sha256(c.trace.text().encode()).hexdigest())")
+    here = SimCluster(11, SimConfig(ticks=800, record=True))
+    here.run()
+    want = hashlib.sha256(here.trace.text().encode()).hexdigest()
+    root = Path(__file__).resolve().parents[1]
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                             text=True, check=True, timeout=60).stdout.strip()
+        assert out == want
 
 
 def test_failing_seed_replays_identically() -> None:
@@ -323,7 +345,7 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="election_ticks"):
         SimConfig(election_ticks=4, heartbeat_ticks=2, calm_delay_max=2)
     bound = SimConfig().liveness_bound(Profile(long_delay_p=0.01, long_delay_max=30))
-    assert bound == 30 + 25 * (2 * 10 + 2 * 2) + 2 * 2 + 2
+    assert bound == 30 + 40 * (2 * 10 + 2 * 2) + 2 * 2 + 2 == 996
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,9 +377,22 @@ def test_cli_failure_and_replay(capsys: pytest.CaptureFixture[str]) -> None:
     assert "t=200" in out and "every invariant held" in out
 
 
+def test_printed_replay_command_reproduces_the_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    r = run_seed(3, SimConfig(ticks=3000, faults=frozenset({"apply_past_commit"}),
+                              profile=Profile(drop=0.2)))
+    assert r.violation is not None
+    argv = shlex.split(r.violation.replay)
+    assert argv[:3] == ["python", "-m", "raft.sim"] and "--profile" in argv
+    assert main(argv[3:]) == 1
+    out = capsys.readouterr().out
+    assert f"{r.violation.invariant} violated at tick {r.violation.tick}" in out
+
+
 def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--seeds", "0"]) == 2
     assert main(["--hunt"]) == 2
+    assert main(["--profile", "{\"no_such_knob\": 1}"]) == 2
+    assert main(["--profile", "not json"]) == 2
     with pytest.raises(SystemExit):
         main(["--fault", "no_such_fault"])
     capsys.readouterr()

@@ -8,11 +8,12 @@ replay command are printed), 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
 from raft.sim.campaign import SeedResult, run_campaign, run_seed
-from raft.sim.config import FAULTS, SimConfig
+from raft.sim.config import FAULTS, Profile, SimConfig
 from raft.sim.hunting import HUNTING_PROFILES
 from raft.sim.invariants import INVARIANTS
 
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hunt", action="store_true",
                    help="with --fault: use the fault profile tuned to expose that broken rule fast "
                         "instead of drawing one per seed")
+    p.add_argument("--profile", metavar="JSON",
+                   help="pin the fault profile instead of drawing one per seed: a JSON object of "
+                        "raft.sim.Profile fields, e.g. '{\"drop\": 0.2, \"crash_p\": 0.01}' "
+                        "(unnamed fields keep their defaults)")
     p.add_argument("--tail", type=int, default=40, metavar="E",
                    help="events to show before a violation (40)")
     p.add_argument("--trace", action="store_true", help="with --replay: print the whole trace")
@@ -82,6 +87,14 @@ def make_config(args: argparse.Namespace, record: bool = False) -> SimConfig:
         if len(faults) != 1:
             raise ValueError("--hunt needs exactly one --fault")
         profile = HUNTING_PROFILES[next(iter(faults))]
+    if args.profile:
+        if profile is not None:
+            raise ValueError("--hunt and --profile are exclusive")
+        try:
+            fields = json.loads(args.profile)
+            profile = Profile(**fields)
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"--profile: {e}") from e
     return SimConfig(nodes=args.nodes, ticks=args.ticks, faults=faults, profile=profile,
                      tail=args.tail, record=record, election_ticks=args.election_ticks,
                      heartbeat_ticks=args.heartbeat_ticks)

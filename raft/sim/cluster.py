@@ -26,7 +26,7 @@ peer restarts, partitions heal, and the network stops losing and duplicating and
 proposes a probe command to whichever peer leads (a fresh one whenever a new leader appears), so
 nothing but the probes themselves can push them to commit. A probe must be committed
 within :meth:`SimConfig.liveness_bound` ticks of the start of the window
-(``D + R * (2E + 2d) + 2d + h``: at most 636 ticks with the defaults), and then
+(``D + R * (2E + 2d) + 2d + h``: at most 996 ticks with the defaults), and then
 applied by every peer within the same bound again (lagging peers catch up by log or snapshot);
 otherwise the ``liveness`` invariant fails. Then chaos resumes. (The core appends no no-op entry when
 it is elected, as the 6.5840 tests expect exact indexes, so a new leader can commit entries of earlier
@@ -36,13 +36,16 @@ terms only once it has an entry of its own: hence a fresh probe for every new le
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from raft.config import RaftConfig
 from raft.node import LEADER, RaftNode
 from raft.sim.config import Profile, SimConfig
+from raft.sim.hunting import HUNTING_PROFILES
 from raft.sim.invariants import Invariants, Violation
 from raft.sim.network import VirtualNetwork
 from raft.sim.service import CounterService
@@ -424,10 +427,18 @@ class SimCluster:
             self.stats["ticks"] = self.now
 
     def replay_command(self) -> str:
+        """The command line that re-runs this seed with this configuration."""
         c = self.config
         cmd = f"python -m raft.sim --replay {self.seed} --ticks {c.ticks} --nodes {c.nodes}"
+        if c.election_ticks != 10 or c.heartbeat_ticks != 2:
+            cmd += f" --election-ticks {c.election_ticks} --heartbeat-ticks {c.heartbeat_ticks}"
         for f in sorted(c.faults):
             cmd += f" --fault {f}"
+        if c.profile is not None:
+            if len(c.faults) == 1 and HUNTING_PROFILES.get(next(iter(c.faults))) == c.profile:
+                cmd += " --hunt"
+            else:
+                cmd += f" --profile '{json.dumps(asdict(c.profile), separators=(',', ':'))}'"
         return cmd
 
     def fingerprint(self) -> str:
