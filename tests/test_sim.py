@@ -178,6 +178,20 @@ def test_liveness_window_catches_a_cluster_that_cannot_elect() -> None:
     assert "no command committed within" in res.violation.detail
 
 
+class _Exploding(RaftNode):
+    def propose(self, command: object) -> tuple[int, int, bool]:
+        if self.log.last_index >= 5:
+            raise AssertionError("boom")
+        return super().propose(command)
+
+
+def test_an_exception_in_the_core_is_a_reported_failure() -> None:
+    res = run_seed(0, SimConfig(ticks=2000, profile=Profile()), node_factory=_Exploding)
+    assert res.violation is not None and res.violation.invariant == "no-exception"
+    assert "AssertionError: boom" in res.violation.detail and res.violation.tail
+    assert isinstance(res.violation.__cause__, AssertionError)
+
+
 # --------------------------------------------------------------------------------------------------
 # The invariant checker, fed by hand
 # --------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -418,13 +419,22 @@ class SimCluster:
                 self.tick()
             self.inv.full_check(self.services)
         except Violation as v:
-            self.emit((self.now, "violation", -1, f"{v.invariant}: {v.detail}"))
-            v.seed = self.seed
-            v.tail = self.trace.tail_text()
-            v.replay = self.replay_command()
+            self._annotate(v)
             raise
+        except Exception as e:  # the core's own assertions are safety checks too
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            v = Violation("no-exception", f"{type(e).__name__}: {e} (raised at {frame.filename}:"
+                                          f"{frame.lineno} in {frame.name})", self.now)
+            self._annotate(v)
+            raise v from e
         finally:
             self.stats["ticks"] = self.now
+
+    def _annotate(self, v: Violation) -> None:
+        self.emit((self.now, "violation", -1, f"{v.invariant}: {v.detail}"))
+        v.seed = self.seed
+        v.tail = self.trace.tail_text()
+        v.replay = self.replay_command()
 
     def replay_command(self) -> str:
         """The command line that re-runs this seed with this configuration."""

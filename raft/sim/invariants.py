@@ -67,6 +67,7 @@ INVARIANTS: dict[str, str] = {
     "state-machine-safety": "no two peers commit or apply different commands at the same index",
     "applied-state": "a peer's service state equals the replay of the committed commands",
     "commit-progress": "a leader commits every entry of its term that a majority has acknowledged",
+    "no-exception": "neither the core nor the simulator raises (the core's assertions are checks too)",
     "liveness": "once the network is healed and calm and all peers are up, a new command commits "
                 "within the liveness bound",
 }
