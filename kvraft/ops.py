@@ -1,0 +1,60 @@
+"""The operations of the KV service, their wire form, and the checks a clerk runs before sending.
+
+An operation travels as a plain tuple ``(kind, key, value, client_id, seq)`` (:data:`Op`): small to
+pickle, cheap to build, hashable. ``kind`` is :data:`GET`, :data:`PUT` or :data:`APPEND`; ``value`` is
+``None`` for a Get. ``client_id`` names the clerk that issued it and ``seq`` numbers that clerk's
+operations from 1 upwards; together they make a retried operation recognisable (see
+:mod:`kvraft.statemachine`).
+
+One Raft log entry carries a *batch*: a tuple of operations that a clerk sent in one call. The state
+machine applies a batch atomically, in order, and returns one result per operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: operation kinds (the reference's op codes: 0 get, 1 put, 2 append)
+GET, PUT, APPEND = 0, 1, 2
+KIND_NAMES = {GET: "get", PUT: "put", APPEND: "append"}
+
+#: ``(kind, key, value, client_id, seq)``
+Op = tuple[int, str, "str | None", int, int]
+#: what one Raft log entry of the KV service holds
+Batch = tuple[Op, ...]
+
+#: default largest value a clerk accepts, in UTF-8 bytes (configurable per clerk)
+DEFAULT_MAX_VALUE_BYTES = 1 << 20
+#: default largest key a clerk accepts, in UTF-8 bytes
+DEFAULT_MAX_KEY_BYTES = 1 << 16
+
+# Server replies (the first element of what ``rpc_kv`` returns).
+OK = "ok"
+WRONG_LEADER = "wrong_leader"
+TIMEOUT = "timeout"
+
+
+def check_key(key: Any, max_key_bytes: int = DEFAULT_MAX_KEY_BYTES) -> str:
+    """Return ``key`` if it is a string of acceptable size; raise ``TypeError`` / ``ValueError``."""
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r:.80}")
+    if len(key) > max_key_bytes // 4 and len(key.encode()) > max_key_bytes:
+        raise ValueError(f"key is {len(key.encode())} bytes, above the limit of {max_key_bytes} bytes")
+    return key
+
+
+def check_value(value: Any, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> str:
+    """Return ``value`` if it is a string of at most ``max_value_bytes`` UTF-8 bytes.
+
+    Raises ``TypeError`` for a non-string and ``ValueError`` for one that is too large. The byte
+    length is only computed when the character count makes it possibly too large (cheap for small
+    values).
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"value must be a str, got {type(value).__name__}: {value!r:.80}")
+    if len(value) > max_value_bytes // 4 and len(value.encode()) > max_value_bytes:
+        raise ValueError(
+            f"value is {len(value.encode())} bytes, above the limit of {max_value_bytes} bytes "
+            "(raise max_value_bytes on the clerk to allow it)"
+        )
+    return value
