@@ -120,19 +120,19 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from raykv.demo import DemoEvent, run_demo
+    from raykv.demo import DemoEvent, demo_header, new_seed, run_demo
 
     def show(ev: DemoEvent) -> None:
         print(ev.format(), flush=True)
 
     live = not args.quiet
+    seed = args.seed if args.seed is not None else new_seed()
     if live:
-        print(f"raykv demo: {args.peers} Raft peers, {args.commands} commands, "
-              f"seed {'random' if args.seed is None else args.seed}\nTimeline", flush=True)
+        print(demo_header(args.peers, args.commands, seed), flush=True)
     report = run_demo(
         peers=args.peers,
         commands=args.commands,
-        seed=args.seed,
+        seed=seed,
         address=args.address,
         namespace=args.namespace,
         on_event=show if live else None,
@@ -140,7 +140,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         log_to_driver=args.verbose,
     )
     if live:
-        print(f"(seed {report.seed})\n")
+        print()
     print(report.format(timeline=not live), flush=True)
     if not report.ok:
         print(f"{PROG} demo: error: {report.error}", file=sys.stderr)

@@ -27,13 +27,14 @@ that may go unseen; two leaders in one term are reported as a failure whenever t
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DemoEvent", "DemoFailure", "DemoReport", "PeerRow", "run_demo"]
+__all__ = ["DemoEvent", "DemoFailure", "DemoReport", "PeerRow", "demo_header", "new_seed", "run_demo"]
 
 #: how often the demo polls every peer's status
 POLL_S = 0.05
@@ -42,6 +43,16 @@ WAIT_S = 15.0
 #: the longest any single Ray call from the demo may take
 CALL_S = 30.0
 MIN_PEERS, MAX_PEERS = 3, 9
+
+
+def new_seed() -> int:
+    """A fresh random seed (what :func:`run_demo` uses when it is given none)."""
+    return random.SystemRandom().randrange(2**31)
+
+
+def demo_header(peers: int, commands: int, seed: int) -> str:
+    """The first lines of the account: what runs, and the start of the timeline."""
+    return f"raykv demo: {peers} Raft peers, {commands} commands, seed {seed}\nTimeline"
 
 
 class DemoFailure(Exception):
@@ -126,15 +137,18 @@ class DemoReport:
             lines += _table(self.peer_rows)
             if any(r.restarted for r in self.peer_rows):
                 lines.append("  * crashed while leader, then restarted from its storage")
+            lines.append("  RPCs received: requests delivered to the peer, all incarnations (a leader mostly "
+                         "sends; replies are not counted)")
             lines.append("")
         if self.max_term:
             seen = ", ".join(f"{t}: peer{p}" for t, p in sorted(self.leaders.items())) or "none"
             unseen = self.max_term - len(self.leaders)
             note = f" ({unseen} term(s) with no leader seen: split votes)" if unseen else ""
             lines.append(f"Terms: 1 to {self.max_term}; leaders seen (term: peer): {seen}{note}")
-        lines.append(
-            f"Network: {self.total_rpcs:,} RPCs, {self.total_bytes:,} bytes of requests, "
-            f"{self.handler_errors} handler errors")
+        if self.peer_rows:
+            lines.append(
+                f"Network: {self.total_rpcs:,} RPCs, {self.total_bytes:,} bytes of requests, "
+                f"{self.handler_errors} handler errors")
         if self.ok:
             lines.append(
                 f"OK: {self.commands} commands on {self.peers} peers survived a leader crash "
@@ -145,8 +159,7 @@ class DemoReport:
         return "\n".join(lines)
 
     def header(self) -> str:
-        return (f"raykv demo: {self.peers} Raft peers, {self.commands} commands, seed {self.seed}\n"
-                "Timeline")
+        return demo_header(self.peers, self.commands, self.seed)
 
 
 def _table(rows: list[PeerRow]) -> list[str]:
@@ -192,7 +205,7 @@ def run_demo(
     if commands < 2:
         raise ValueError(f"commands must be at least 2 (got {commands}): some before the crash, "
                          "some after")
-    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    seed = seed if seed is not None else new_seed()
     report = DemoReport(peers=peers, commands=commands, seed=seed)
     demo = _Demo(report, on_event, progress_bar)
     demo.run(address, namespace, log_to_driver)
@@ -246,7 +259,7 @@ class _Demo:
         while time.monotonic() < deadline:
             sts = self.statuses()
             live = [(i, st) for i, st in enumerate(sts) if st["role"] != "down"]
-            top = max(st["term"] for _, st in live)
+            top = max((st["term"] for _, st in live), default=0)
             for i, st in live:
                 if st["role"] == "leader" and st["term"] == top and top > after_term:
                     return i, top
@@ -274,15 +287,23 @@ class _Demo:
         r = self.report
         cluster = None
         try:
-            self.event("starting Ray" if address in (None, "local") else f"connecting to Ray at {address}")
+            import ray
+
+            if ray.is_initialized():
+                self.step = "attaching to Ray"
+                self.event("using the Ray runtime already running in this process")
+            elif (address or os.environ.get("RAY_ADDRESS") or "local") == "local":
+                self.step = "starting Ray"
+                self.event("starting Ray")
+            else:
+                self.step = "connecting to Ray"
+                self.event(f"connecting to Ray at {address or os.environ['RAY_ADDRESS']}")
             cluster = init_ray(address, namespace, log_to_driver=log_to_driver)
             r.ray_start_s = self.elapsed()
             r.cluster = cluster.describe()
             self.event(r.cluster)
             self.scenario()
-        except ClusterError as e:
-            r.error = f"{self.step}: {e}"
-        except (DemoFailure, AssertionError) as e:
+        except (ClusterError, DemoFailure, AssertionError) as e:
             r.error = f"{self.step}: {e}"
         except Exception as e:  # Ray errors: a dead actor, a call past its deadline
             r.error = f"{self.step}: {type(e).__name__}: {e}"
@@ -290,6 +311,9 @@ class _Demo:
             r.elapsed = self.elapsed()
             if r.error is not None:
                 self.event(f"FAILED while {self.step}")
+                if self.harness is not None and not r.peer_rows:
+                    with contextlib.suppress(Exception):  # show the peers as the failure left them
+                        self.collect()
             if self.harness is not None:
                 with contextlib.suppress(Exception):  # best effort: the runtime may already be gone
                     self.harness.kill()
