@@ -36,10 +36,10 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m raft.sim") -> argparse.ArgumentParser:
     inv = "\n".join(f"  {name:<21} {text}" for name, text in INVARIANTS.items())
     p = argparse.ArgumentParser(
-        prog="python -m raft.sim",
+        prog=prog,
         description=(
             "Deterministic simulation of the Raft core: N peers in one process on a seeded virtual "
             "network and clock (loss, duplication, delay, reordering, partitions, crashes that lose "
@@ -129,8 +129,8 @@ def _replay(args: argparse.Namespace, out: object) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "python -m raft.sim") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(list(argv) if argv is not None else None)
     out = sys.stdout
     try:
