@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import random
 
@@ -269,5 +270,104 @@ def test_async_clerk_timeout_drops_the_operation_from_resends():
             await ck.put("k", "v", timeout=0.2)
         assert ck._queue == []
         await ck.close()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------------------------------------
+# The KV replica itself, in-process: three KVReplica objects (the actor class without Ray) wired
+# with coroutine "handles", driven by the asyncio clerk
+# ------------------------------------------------------------------------------------------------
+
+
+class _Method:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        return self.fn(*args)
+
+
+class _Handle:
+    def __init__(self, replica):
+        self.rpc = _Method(replica.rpc)
+
+
+class _TaskRef:
+    """Looks like an ObjectRef to the asyncio clerk: ``future()`` is a concurrent future."""
+
+    def __init__(self, coro):
+        self.task = asyncio.ensure_future(coro)
+
+    def future(self):
+        import concurrent.futures
+
+        fut = concurrent.futures.Future()
+
+        def done(task):
+            if not fut.done():
+                fut.set_result(task.result())
+
+        self.task.add_done_callback(done)
+        return fut
+
+
+class _InProcessEndpoints:
+    def __init__(self, replicas):
+        self.replicas = replicas
+        self.names = tuple(f"s{i}" for i in range(len(replicas)))
+
+    def submit(self, server, ops):
+        return _TaskRef(self.replicas[server].rpc(None, "kv", (ops,)))
+
+    def unpack(self, value):
+        return value
+
+
+def test_kv_replicas_in_process_snapshot_restart_and_dedup():
+    import functools
+
+    from actors.replica import ReplicaSpec
+    from kvraft.async_clerk import AsyncClerk
+    from kvraft.server import KVReplica
+
+    n = 3
+
+    async def main():
+        replicas = [KVReplica(ReplicaSpec(name=f"s{i}", peer_id=i, peers=tuple(range(n)),
+                                          state_machine=functools.partial(KVStateMachine, 1000), seed=i))
+                    for i in range(n)]
+        handles = {i: _Handle(r) for i, r in enumerate(replicas)}
+
+        def peers(i):
+            return ("direct", {j: h for j, h in handles.items() if j != i})
+
+        for i, r in enumerate(replicas):
+            await r.start(1, peers(i))
+        ck = AsyncClerk(_InProcessEndpoints(replicas), attempt_timeout=1.0)
+        await ck.put("a", "1", timeout=10)
+        await asyncio.gather(*(ck.append("b", f"{i};") for i in range(500)))
+        assert ck.calls < 100
+        for i in range(60):  # enough single-op entries to pass maxraftstate several times
+            await ck.put("c", str(i), timeout=10)
+        statuses = [await r.status() for r in replicas]
+        assert all(s["snapshot_index"] > 0 for s in statuses), statuses
+        assert all(s["raft_state_size"] <= 8 * 1000 for s in statuses), statuses
+        # resend an already applied batch under the same client id and sequence number: no effect
+        stale = ((2, "b", "DUP", ck.client_id, 2),)
+        leader = next(r for r in replicas if r.core.is_leader)
+        assert (await leader.rpc(None, "kv", (stale,)))[0] == "ok"
+        # crash and restart every replica: each restores from its snapshot and replays its log
+        for r in replicas:
+            await r.crash()
+        for i, r in enumerate(replicas):
+            await r.start(2, peers(i))
+        assert await ck.get("b", timeout=10) == "".join(f"{i};" for i in range(500))
+        assert await ck.get("c", timeout=10) == "59"
+        leader = next(r for r in replicas if r.core.is_leader)
+        assert leader.sm.sessions[ck.client_id] == ck.seq  # the dedup table survived the restart
+        await ck.close()
+        for r in replicas:
+            await r.crash()
 
     asyncio.run(main())
