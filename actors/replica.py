@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from actors.statemachine import StateMachine
 from actors.storage import MemoryStorage, Storage
 from actors.transport import DirectTransport, NetworkTransport, Transport
 from raft import (
+    AppendEntries,
     AppendEntriesReply,
     InstallSnapshotReply,
     Message,
@@ -178,17 +180,17 @@ class ReplicaActor:
         inc = self.incarnation
         while core.has_ready():
             rd = core.ready()
+            # A leader's AppendEntries go out before its own write (Raft thesis §10.2.1): the fsync
+            # overlaps their flight. Safe because no reply can be stepped before this loop, which
+            # never yields, has returned, and so before the leader's own entries are durable.
+            early = (rd.hard_state is None and core.is_leader and bool(rd.messages)
+                     and all(type(m) is AppendEntries for m in rd.messages))
+            if early:
+                self._dispatch(inc, rd.messages, reply_to, replies)
             if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
                 self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
-            if rd.messages:
-                outgoing: dict[int, list[Message]] = defaultdict(list)
-                for m in rd.messages:
-                    if m.dst == reply_to and isinstance(m, _REPLY_TYPES):
-                        replies.append(m)
-                    else:
-                        outgoing[m.dst].append(m)
-                for dst, msgs in outgoing.items():
-                    self._spawn(self._send(inc, dst, msgs))
+            if rd.messages and not early:
+                self._dispatch(inc, rd.messages, reply_to, replies)
             if rd.apply_snapshot is not None:
                 sm.restore(rd.apply_snapshot.data, rd.apply_snapshot.index)
                 self._on_snapshot_restored(rd.apply_snapshot.index)
@@ -199,12 +201,27 @@ class ReplicaActor:
                     core.snapshot(e.index, sm.snapshot())
         return replies
 
-    async def _send(self, inc: int, dst: int, msgs: list[Message]) -> None:
+    def _dispatch(self, inc: int, messages: tuple[Message, ...], reply_to: int | None,
+                  replies: list[Message]) -> None:
+        """Put ``messages`` on the wire now, one call per destination; replies to ``reply_to``'s
+        request are collected in ``replies`` instead (they are the return value of its call)."""
         assert self.transport is not None
-        ok, replies = await self.transport.call(dst, "deliver", (msgs,), len(msgs))
+        outgoing: dict[int, list[Message]] = defaultdict(list)
+        for m in messages:
+            if m.dst == reply_to and isinstance(m, _REPLY_TYPES):
+                replies.append(m)
+            else:
+                outgoing[m.dst].append(m)
+        for dst, msgs in outgoing.items():
+            # Pickled here, not by Ray: one bytes argument costs Ray far less than dataclasses.
+            pending = self.transport.start(dst, "deliver", (pickle.dumps(msgs, protocol=5),), len(msgs))
+            self._spawn(self._receive(inc, pending))
+
+    async def _receive(self, inc: int, pending: Coroutine[Any, Any, tuple[bool, Any]]) -> None:
+        ok, replies = await pending
         if not ok or inc != self.incarnation or self.core is None:
             return
-        for r in replies:
+        for r in pickle.loads(replies) if isinstance(replies, bytes) else replies:
             self.core.step(r)
         self._schedule_flush()
 
@@ -228,10 +245,14 @@ class ReplicaActor:
             return None
         if method == "deliver":
             (msgs,) = args
+            pickled = isinstance(msgs, bytes)
+            if pickled:  # from a peer's _send: answer in kind
+                msgs = pickle.loads(msgs)
             core = self.core
             for m in msgs:
                 core.step(m)
-            return self._drain(reply_to=msgs[0].src if msgs else None)
+            replies = self._drain(reply_to=msgs[0].src if msgs else None)
+            return pickle.dumps(replies, protocol=5) if pickled else replies
         handler = getattr(self, "rpc_" + method, None)
         if handler is None:
             raise ValueError(f"replica {self.spec.name} has no RPC method {method!r}")

@@ -1,7 +1,10 @@
 """How a replica reaches its peers: through the faulty network actor, or straight to their actors.
 
 Both transports have the same shape: ``await transport.call(peer, method, args, rpcs)`` returns
-``(True, result)`` or ``(False, None)`` for a call that failed (dropped, timed out, peer dead). A
+``(True, result)`` or ``(False, None)`` for a call that failed (dropped, timed out, peer dead).
+``transport.start(...)`` is the same call split in two: it issues the Ray call at once (synchronously)
+and returns the awaitable outcome, so a caller can put a message on the wire before doing slow local
+work (the replica sends a leader's AppendEntries before its own fsync). A
 failed call is an ordinary event in Raft, never an exception. Choosing one is a deployment decision,
 not a code fork: the replica does not know which one it has.
 """
@@ -9,6 +12,7 @@ not a code fork: the replica does not know which one it has.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 import ray
@@ -19,6 +23,10 @@ from ray.exceptions import RayActorError, RayError
 class Transport(Protocol):
     async def call(self, peer: int, method: str, args: tuple, rpcs: int = 1) -> tuple[bool, Any]:
         """Call ``method`` on ``peer`` with ``args``; ``rpcs`` is how many Raft RPCs the call carries."""
+
+    def start(self, peer: int, method: str, args: tuple,
+              rpcs: int = 1) -> Coroutine[Any, Any, tuple[bool, Any]]:
+        """Issue the call now; await the returned coroutine for its outcome (as from :meth:`call`)."""
 
 
 class NetworkTransport:
@@ -33,8 +41,16 @@ class NetworkTransport:
         self.ends = dict(ends)
 
     async def call(self, peer: int, method: str, args: tuple, rpcs: int = 1) -> tuple[bool, Any]:
+        return await self.start(peer, method, args, rpcs)
+
+    def start(self, peer: int, method: str, args: tuple,
+              rpcs: int = 1) -> Coroutine[Any, Any, tuple[bool, Any]]:
+        return self._finish(self.network.call.remote(self.ends[peer], method, args, rpcs))
+
+    @staticmethod
+    async def _finish(ref: Any) -> tuple[bool, Any]:
         try:
-            ok, result = await self.network.call.remote(self.ends[peer], method, args, rpcs)
+            ok, result = await ref
         except RayError:
             return False, None
         if not ok or result is None:
@@ -54,8 +70,20 @@ class DirectTransport:
         self.timeout_s = timeout_s
 
     async def call(self, peer: int, method: str, args: tuple, rpcs: int = 1) -> tuple[bool, Any]:
+        return await self.start(peer, method, args, rpcs)
+
+    def start(self, peer: int, method: str, args: tuple,
+              rpcs: int = 1) -> Coroutine[Any, Any, tuple[bool, Any]]:
         try:
             ref = self.handles[peer].rpc.remote(None, method, args)
+        except RayError:
+            ref = None
+        return self._finish(ref)
+
+    async def _finish(self, ref: Any) -> tuple[bool, Any]:
+        if ref is None:
+            return False, None
+        try:
             result = await asyncio.wait_for(ref, self.timeout_s)
         except (RayActorError, RayError, asyncio.TimeoutError):
             return False, None
