@@ -10,6 +10,7 @@ Both are picklable: a clerk can be built in one process and used in another (a R
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,16 +29,17 @@ class Endpoints(Protocol):
 
 @dataclass(frozen=True)
 class DirectEndpoints:
-    """Calls go to the replica actors themselves (production: no fault injection, one hop)."""
+    """Calls go to the replica actors themselves (production: no fault injection, one hop), as
+    ``KVReplica.kv(pickled batch)``: Ray moves one bytes argument much faster than nested tuples."""
 
     handles: tuple[Any, ...]
     names: tuple[str, ...]
 
     def submit(self, server: int, ops: Batch) -> Any:
-        return self.handles[server].rpc.remote(None, "kv", (ops,))
+        return self.handles[server].kv.remote(pickle.dumps(ops, protocol=5))
 
     def unpack(self, value: Any) -> Any:
-        return value
+        return None if value is None else pickle.loads(value)
 
 
 @dataclass(frozen=True)
