@@ -94,10 +94,17 @@ class AsyncClerk(ClerkCore):
             raise KVTimeoutError(describe(kind, key), timeout, pending.tried, pending.last[0]) from None
 
     async def _send_loop(self) -> None:
-        while self._queue:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-            await self._send_batch(batch)
+        batch: list[_Pending] = []
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                await self._send_batch(batch)
+        except Exception as e:  # a bug or a broken endpoint: fail the callers instead of hanging them
+            for p in batch + self._queue:
+                if not p.future.done():
+                    p.future.set_exception(e)
+            self._queue.clear()
 
     async def _send_batch(self, batch: list[_Pending]) -> None:
         tried: list[str] = []
@@ -129,8 +136,8 @@ class AsyncClerk(ClerkCore):
 
     async def _call(self, server: int, ops: tuple[Op, ...]) -> Any:
         self.calls += 1
-        ref = self.endpoints.submit(server, ops)
         try:
+            ref = self.endpoints.submit(server, ops)
             value = await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.attempt_timeout)
         except asyncio.TimeoutError:
             return "no answer"

@@ -178,8 +178,8 @@ class Clerk(ClerkCore):
                 time.sleep(pause)
 
     def _call(self, server: int, ops: Batch, wait: float) -> Any:
-        ref = self.endpoints.submit(server, ops)
         try:
+            ref = self.endpoints.submit(server, ops)
             value = ray.get(ref, timeout=wait)
         except GetTimeoutError:
             return "no answer"

@@ -371,3 +371,18 @@ def test_kv_replicas_in_process_snapshot_restart_and_dedup():
             await r.crash()
 
     asyncio.run(main())
+
+
+def test_async_clerk_fails_callers_when_the_sender_breaks():
+    from kvraft.async_clerk import AsyncClerk
+
+    class Broken(_FakeGroup):
+        def unpack(self, value):
+            return ("ok", [])  # wrong number of results: a broken server
+
+    async def main():
+        ck = AsyncClerk(Broken(leader=0), attempt_timeout=1.0)
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(ck.put("k", "v"), 5)
+
+    asyncio.run(main())
