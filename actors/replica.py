@@ -129,6 +129,9 @@ class ReplicaActor:
 
     async def crash(self) -> None:
         """Lose all volatile state, as a process crash would; storage keeps what was saved."""
+        self._crash_now()
+
+    def _crash_now(self) -> None:
         self.incarnation += 1
         self.core = None
         self.transport = None
@@ -188,7 +191,15 @@ class ReplicaActor:
             if early:
                 self._dispatch(inc, rd.messages, reply_to, replies)
             if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-                self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+                try:
+                    self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+                except Exception:
+                    # Fail-stop: a peer that cannot persist must not answer, vote or count itself
+                    # towards a commit. It stays down until it is restarted from its storage.
+                    log.exception("replica %s: storage write failed; the peer stops (restart it "
+                                  "once the disk is healthy)", self.spec.name)
+                    self._crash_now()
+                    return []
             if rd.messages and not early:
                 self._dispatch(inc, rd.messages, reply_to, replies)
             if rd.apply_snapshot is not None:

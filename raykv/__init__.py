@@ -10,6 +10,8 @@ program, a notebook or a test needs to start or join a Ray cluster and run Raft 
   :func:`replica_actor` (one Raft peer as an async actor), :class:`StateMachine` and
   :class:`ApplyRecorder`, the storages :class:`MemoryStorage` and :class:`FileStorage`, and
   :class:`RaftHarness` (n peers behind the network, as the reference tests build them).
+* The key-value service: :func:`start_group` (a kvraft group of N replicas) and its
+  :class:`KVGroup`, the clerks :class:`Clerk` and :class:`AsyncClerk`, :class:`KVTimeoutError`.
 * The demo: :func:`run_demo` and its :class:`DemoReport` (``raykv demo`` on the command line).
 
 The command line is ``raykv --help`` (:mod:`raykv.cli`).
@@ -20,6 +22,7 @@ from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec, replica_actor
 from actors.statemachine import ApplyRecorder, StateMachine
 from actors.storage import FileStorage, MemoryStorage, Storage
+from kvraft import AsyncClerk, Clerk, KVGroup, KVTimeoutError, start_group
 from raft import RaftConfig, RaftNode
 from raykv.cluster import DEFAULT_NAMESPACE, ClusterError, RayCluster, connect, init_ray
 from raykv.demo import DemoEvent, DemoReport, PeerRow, run_demo
@@ -27,11 +30,15 @@ from raykv.demo import DemoEvent, DemoReport, PeerRow, run_demo
 __all__ = [
     "DEFAULT_NAMESPACE",
     "ApplyRecorder",
+    "AsyncClerk",
+    "Clerk",
     "ClusterError",
     "DemoEvent",
     "DemoReport",
     "FaultyNetwork",
     "FileStorage",
+    "KVGroup",
+    "KVTimeoutError",
     "MemoryStorage",
     "PeerRow",
     "RaftConfig",
@@ -45,4 +52,5 @@ __all__ = [
     "init_ray",
     "replica_actor",
     "run_demo",
+    "start_group",
 ]

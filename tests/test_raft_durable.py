@@ -72,3 +72,52 @@ def test_killed_process_recovers_every_acknowledged_command(ray_session, tmp_pat
         cfg.check_applied_logs()
     finally:
         cfg.kill()
+
+
+class DiskFullAfter:
+    """A storage whose writes start failing after ``ok_saves`` successful ones (a dying disk)."""
+
+    def __init__(self, ok_saves: int) -> None:
+        from actors.storage import MemoryStorage
+
+        self.inner = MemoryStorage()
+        self.left = ok_saves
+
+    def save(self, hard_state, entries, snapshot) -> None:
+        if self.left <= 0:
+            raise OSError(28, "No space left on device")
+        self.left -= 1
+        self.inner.save(hard_state, entries, snapshot)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_a_peer_whose_storage_fails_stops_instead_of_answering(ray_session):
+    """Fail-stop: after a failed write the peer neither leads, votes nor acknowledges anything."""
+    import functools
+
+    import ray
+
+    from actors.replica import ReplicaSpec, replica_actor
+    from actors.statemachine import ApplyRecorder
+
+    spec = ReplicaSpec(name="solo", peer_id=0, peers=(0,), state_machine=ApplyRecorder,
+                       storage=functools.partial(DiskFullAfter, 3), election_ticks=3, heartbeat_ticks=1)
+    peer = replica_actor().remote(spec)
+    try:
+        ray.get(peer.start.remote(1, ("direct", {})))
+        deadline = time.monotonic() + 10
+        while not ray.get(peer.get_state.remote())[1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        accepted = 0
+        for k in range(10):
+            _, _, ok = ray.get(peer.start_command.remote(k))
+            accepted += ok
+            time.sleep(0.05)
+        status = ray.get(peer.status.remote())
+        assert status["role"] == "down", f"a peer that cannot persist kept running: {status}"
+        assert accepted < 10, "the peer kept accepting commands after its disk failed"
+        assert ray.get(peer.start_command.remote("late")) == (-1, 0, False)
+    finally:
+        ray.kill(peer)
