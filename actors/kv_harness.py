@@ -27,6 +27,10 @@ from typing import Any
 
 import ray
 
+# The same limits as the Raft harness (the reference's), re-exported for the kvraft tests.
+from actors.harness import CALL_DEADLINE_S as CALL_DEADLINE_S
+from actors.harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
+from actors.harness import TEST_TIME_LIMIT_S, get_with_deadline
 from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec
 from kvraft.async_clerk import AsyncClerk
@@ -35,18 +39,10 @@ from kvraft.endpoints import NetworkEndpoints
 from kvraft.server import kv_replica_actor
 from kvraft.statemachine import KVStateMachine
 
-#: the reference's limit on the real time of every kvraft test
-TEST_TIME_LIMIT_S = 120.0
-#: how long any single Ray call from the harness may take before the test fails instead of hanging
-CALL_DEADLINE_S = 30.0
-#: the reference's electionTimeout (used as a sleep length)
-ELECTION_TIMEOUT_S = 1.0
 #: how long a test clerk waits for one server before trying the next
 CLERK_ATTEMPT_TIMEOUT_S = 1.0
 
-
-def _get(refs: Any) -> Any:
-    return ray.get(refs, timeout=CALL_DEADLINE_S)
+_get = get_with_deadline
 
 
 class KVHarness:
