@@ -74,25 +74,6 @@ def test_killed_process_recovers_every_acknowledged_command(ray_session, tmp_pat
         cfg.kill()
 
 
-class DiskFullAfter:
-    """A storage whose writes start failing after ``ok_saves`` successful ones (a dying disk)."""
-
-    def __init__(self, ok_saves: int) -> None:
-        from actors.storage import MemoryStorage
-
-        self.inner = MemoryStorage()
-        self.left = ok_saves
-
-    def save(self, hard_state, entries, snapshot) -> None:
-        if self.left <= 0:
-            raise OSError(28, "No space left on device")
-        self.left -= 1
-        self.inner.save(hard_state, entries, snapshot)
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-
 def test_a_peer_whose_storage_fails_stops_instead_of_answering(ray_session):
     """Fail-stop: after a failed write the peer neither leads, votes nor acknowledges anything."""
     import functools
@@ -101,6 +82,26 @@ def test_a_peer_whose_storage_fails_stops_instead_of_answering(ray_session):
 
     from actors.replica import ReplicaSpec, replica_actor
     from actors.statemachine import ApplyRecorder
+
+    # Defined here, not at module level, so that Ray ships the class itself to the actor's worker
+    # (the test module is not importable there).
+    class DiskFullAfter:
+        """A storage whose writes start failing after ``ok_saves`` successful ones (a dying disk)."""
+
+        def __init__(self, ok_saves: int) -> None:
+            from actors.storage import MemoryStorage
+
+            self.inner = MemoryStorage()
+            self.left = ok_saves
+
+        def save(self, hard_state, entries, snapshot) -> None:
+            if self.left <= 0:
+                raise OSError(28, "No space left on device")
+            self.left -= 1
+            self.inner.save(hard_state, entries, snapshot)
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
 
     spec = ReplicaSpec(name="solo", peer_id=0, peers=(0,), state_machine=ApplyRecorder,
                        storage=functools.partial(DiskFullAfter, 3), election_ticks=3, heartbeat_ticks=1)
