@@ -123,6 +123,14 @@ class RaftHarness:
     def _live_processes(self) -> list[int]:
         return [i for i in range(self.n) if not self.process_dead[i]]
 
+    def crash_and_restart_all(self) -> None:
+        """Crash every peer, then restart and reconnect each from its storage (3D's "crash all")."""
+        for i in range(self.n):
+            self.crash1(i)
+        for i in range(self.n):
+            self.start1(i)
+            self.connect(i)
+
     def kill_process(self, i: int) -> None:
         """Really crash peer i: kill its Ray actor's process (only durable storage survives this)."""
         self.disconnect(i)

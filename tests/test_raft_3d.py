@@ -89,13 +89,7 @@ def test_snapshot_all_crash_3d(raft_harness):
         for _ in range(nn):
             cfg.one(rng.randrange(2**31), servers, True)
         index1 = cfg.one(rng.randrange(2**31), servers, True)
-        # crash all
-        for i in range(servers):
-            cfg.crash1(i)
-        # revive all
-        for i in range(servers):
-            cfg.start1(i)
-            cfg.connect(i)
+        cfg.crash_and_restart_all()  # crash all, revive all
         index2 = cfg.one(rng.randrange(2**31), servers, True)
         assert index2 >= index1 + 1, f"index decreased from {index1} to {index2}"
 
@@ -110,21 +104,9 @@ def test_snapshot_init_3d(raft_harness):
     # enough ops to make a snapshot
     for _ in range(SNAPSHOT_INTERVAL + 1):
         cfg.one(rng.randrange(2**31), servers, True)
-    # crash all
-    for i in range(servers):
-        cfg.crash1(i)
-    # revive all
-    for i in range(servers):
-        cfg.start1(i)
-        cfg.connect(i)
+    cfg.crash_and_restart_all()  # crash all, revive all
     # a single op, to get something to be written back to persistent storage.
     cfg.one(rng.randrange(2**31), servers, True)
-    # crash all
-    for i in range(servers):
-        cfg.crash1(i)
-    # revive all
-    for i in range(servers):
-        cfg.start1(i)
-        cfg.connect(i)
+    cfg.crash_and_restart_all()  # crash all, revive all
     # do another op to trigger potential bug
     cfg.one(rng.randrange(2**31), servers, True)
