@@ -1,0 +1,140 @@
+"""The operations of the sharded KV service, the commands in a group's log, and their results.
+
+**Client operations** travel as plain tuples ``(kind, key, value, client_id, seq, shard)``
+(:data:`Op`), kvraft's operation plus the shard the clerk computed for the key. ``kind`` is
+:data:`GET`, :data:`PUT` or :data:`APPEND` (kvraft's codes); ``value`` is ``None`` for a Get;
+``client_id`` and ``seq`` make a resent operation recognisable (see :mod:`shardkv.statemachine`).
+The servers recompute the shard with the service's key mapping and refuse an operation whose shard
+disagrees (:data:`ERR_BAD_SHARD`): a clerk set up with another mapping would otherwise retry forever.
+
+**Log commands** of a shard group (each one Raft entry):
+
+============================================  ======================================================
+``(CLIENT, (op, ...))``                        a batch of client operations from one call
+``(CONFIG, config)``                           take the next configuration (``num`` = current + 1)
+``(INSTALL, num, ((shard, data, dedup), ..))`` shards pulled from their previous holder, for ``num``
+``(DELETE, num, (shard, ...))``                the new owner has them: drop these leaving shards
+``(GC_DONE, num, (shard, ...))``               the previous holder deleted them: stop telling it
+``None``                                       a new leader's no-op (commits its predecessors' entries)
+============================================  ======================================================
+
+**Results.** A client batch yields one result per operation: the value for a Get, ``None`` for a Put
+or an Append, or an :class:`OpError` (wrong group, bad request); an operation refused with an
+``OpError`` had no effect. A malformed command yields an :class:`OpError`, never an exception.
+
+**Server replies** (the first element of what an RPC returns), as in kvraft: :data:`OK`,
+:data:`WRONG_LEADER`, :data:`TIMEOUT`, plus :data:`NOT_READY` for a pull or a delete that the
+other group cannot answer yet (it has not reached the configuration the caller names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kvraft.ops import (
+    APPEND,
+    DEFAULT_MAX_KEY_BYTES,
+    DEFAULT_MAX_VALUE_BYTES,
+    GET,
+    KIND_NAMES,
+    OK,
+    PUT,
+    TIMEOUT,
+    WRONG_LEADER,
+    check_key,
+    check_value,
+)
+
+__all__ = [
+    "APPEND",
+    "CLIENT",
+    "CONFIG",
+    "DEFAULT_MAX_KEY_BYTES",
+    "DEFAULT_MAX_VALUE_BYTES",
+    "DELETE",
+    "ERR_BAD_COMMAND",
+    "ERR_BAD_REQUEST",
+    "ERR_BAD_SHARD",
+    "ERR_WRONG_GROUP",
+    "GC_DONE",
+    "GET",
+    "INSTALL",
+    "KIND_NAMES",
+    "NOT_READY",
+    "OK",
+    "PUT",
+    "TIMEOUT",
+    "WRONG_GROUP",
+    "WRONG_LEADER",
+    "Batch",
+    "Op",
+    "OpError",
+    "check_key",
+    "check_value",
+]
+
+#: log command tags (small ints: they are pickled into every entry)
+CLIENT, CONFIG, INSTALL, DELETE, GC_DONE = 1, 2, 3, 4, 5
+COMMAND_NAMES = {CLIENT: "client", CONFIG: "config", INSTALL: "install", DELETE: "delete",
+                 GC_DONE: "gc_done"}
+
+#: ``(kind, key, value, client_id, seq, shard)``
+Op = tuple[int, str, "str | None", int, int, int]
+#: the operations of one client call (one log entry)
+Batch = tuple[Op, ...]
+
+#: reply of a pull or delete RPC that the other group cannot answer yet
+NOT_READY = "not_ready"
+
+# OpError codes.
+ERR_WRONG_GROUP = "wrong_group"  # this group does not serve the shard now (not owned, or not arrived)
+ERR_BAD_REQUEST = "bad_request"  # the operation is malformed (types, shape, shard out of range)
+ERR_BAD_SHARD = "bad_shard"  # the clerk's shard for the key differs from the service's mapping
+ERR_BAD_COMMAND = "bad_command"  # a log command that is not one of the forms above
+
+
+@dataclass(frozen=True, slots=True)
+class OpError:
+    """The result of an operation or command that had no effect: ``code`` (an ``ERR_*`` name) and a
+    ``message`` that says what was wrong."""
+
+    code: str
+    message: str
+
+
+#: the (shared, so cheaply pickled) result of an operation on a shard the group does not serve
+WRONG_GROUP = OpError(ERR_WRONG_GROUP, "this group does not serve the key's shard now; "
+                                       "refresh the configuration and retry")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def op_problem(op: Any, nshards: int) -> str | None:
+    """Why ``op`` is not a well-formed client operation for ``nshards`` shards, or ``None``."""
+    if not isinstance(op, tuple) or len(op) != 6:
+        return f"an operation is a 6-tuple (kind, key, value, client_id, seq, shard), got {op!r:.120}"
+    kind, key, value, client, seq, shard = op
+    if kind not in KIND_NAMES:
+        return f"unknown operation kind {kind!r:.40}: expected {GET} (get), {PUT} (put) or {APPEND} (append)"
+    if not isinstance(key, str):
+        return f"key must be a str, got {type(key).__name__}"
+    if kind == GET:
+        if value is not None:
+            return "a get carries no value"
+    elif not isinstance(value, str):
+        return f"value must be a str, got {type(value).__name__}"
+    if not _is_int(client):
+        return f"client_id must be an int, got {type(client).__name__}"
+    if not _is_int(seq) or seq < 1:
+        return f"seq must be an int >= 1, got {seq!r:.40}"
+    if not _is_int(shard) or not 0 <= shard < nshards:
+        return f"shard must be an int in 0..{nshards - 1}, got {shard!r:.40}"
+    return None
+
+
+def describe(kind: int, key: str) -> str:
+    """A short description of a client operation, for error messages."""
+    return f"{KIND_NAMES.get(kind, kind)}({key!r:.60})"
