@@ -147,17 +147,19 @@ def start_group(
     name = name or f"kv-{uuid.uuid4().hex[:8]}"
     owns_dir = False
     base: Path | None = None
+    fresh = True
     if storage == "durable":
         if data_dir is None:
             base, owns_dir = Path(tempfile.mkdtemp(prefix=f"raykv-{name}-")), True
         else:
             base = Path(data_dir)
+            fresh = not base.exists() or not any(base.iterdir())
     actor_cls = kv_replica_actor(scheduling_strategy="SPREAD")
     replicas = []
     for i in range(n):
         store: Any = MemoryStorage
         if base is not None:
-            store = functools.partial(FileStorage, str(base / f"replica{i}"), lock_timeout=5.0)
+            store = functools.partial(FileStorage, str(base / f"replica{i}"), new=fresh, lock_timeout=5.0)
         replicas.append(actor_cls.remote(ReplicaSpec(
             name=f"{name}-{i}",
             peer_id=i,

@@ -1,8 +1,10 @@
-"""Unit tests of actors.storage (no Ray): semantics, sizes, durability and corruption detection."""
+"""Unit tests of actors.storage (no Ray): the semantics both storages share, MemoryStorage, and a property
+test of FileStorage (with reopens) against MemoryStorage and a naive model. FileStorage's durability,
+identity, damage detection and repair are tested in test_file_storage.py; its crash safety in
+test_storage_crashpoints.py."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import tempfile
@@ -13,15 +15,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from storage_model import Model, entry_size
 
 from actors.storage import (
     FileStorage,
     MemoryStorage,
     Storage,
     StorageClosedError,
-    StorageCorruptionError,
     StorageError,
-    StorageLockedError,
 )
 from raft.types import NO_VOTE, Entry, HardState, PersistentState, Snapshot
 
@@ -32,17 +33,12 @@ def ents(first: int, last: int, term: int, tag: str = "c") -> tuple[Entry, ...]:
     return tuple(Entry(term, i, f"{tag}{i}") for i in range(first, last + 1))
 
 
-def entry_size(e: Entry) -> int:
-    """The documented encoding: 8 bytes of term + the pickled command."""
-    return 8 + len(pickle.dumps(e.command, protocol=5))
-
-
 @pytest.fixture(params=["memory", "file"])
 def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Storage]]:
     opened: list[Storage] = []
 
     def make() -> Storage:
-        s: Storage = MemoryStorage() if request.param == "memory" else FileStorage(tmp_path / "s")
+        s: Storage = MemoryStorage() if request.param == "memory" else FileStorage(tmp_path / "s", new=True)
         opened.append(s)
         return s
 
@@ -227,238 +223,8 @@ def test_memory_snapshot_data_is_owned() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# FileStorage: durability, fsyncs, locking, corruption
-# --------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    real = os.fsync
-
-    def counting(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", counting)
-    return calls
-
-
-def test_file_reopen_after_close(tmp_path: Path) -> None:
-    with FileStorage(tmp_path) as s:
-        s.save(HardState(1, 0), ents(1, 10, 1), None)
-        s.save(None, ents(8, 12, 2), None)
-        s.save(HardState(2, 1), (), Snapshot(9, 2, b"nine"))
-        s.save(HardState(3, NO_VOTE), ents(13, 14, 3), None)
-        expected = s.load()
-        size = s.raft_state_size()
-    with FileStorage(tmp_path) as s:
-        assert s.load() == expected
-        assert s.raft_state_size() == size
-        assert s.snapshot_size() == 4
-        s.save(None, ents(14, 15, 3, "n"), None)
-    with FileStorage(tmp_path) as s:
-        assert s.load().entries == ents(10, 12, 2) + ents(13, 13, 3) + ents(14, 15, 3, "n")
-
-
-def test_file_one_fsync_per_save(tmp_path: Path, fsyncs: list[int]) -> None:
-    s = FileStorage(tmp_path)
-    s.load()  # creating the log costs fsyncs of its own
-    fsyncs.clear()
-    s.save(HardState(1, 0), ents(1, 100, 1), None)
-    assert len(fsyncs) == 1
-    s.save(None, ents(50, 60, 1), None)
-    s.save(HardState(2, 0), (), None)
-    assert len(fsyncs) == 3
-    s.save(None, (), None)  # nothing to persist
-    assert len(fsyncs) == 3
-    # A snapshot: snapshot temp file, directory, log temp file, directory.
-    s.save(HardState(2, 1), ents(61, 62, 2), Snapshot(30, 1, b"s"))
-    assert len(fsyncs) == 7
-    s.close()
-
-
-def test_file_log_is_compacted_on_snapshot(tmp_path: Path) -> None:
-    s = FileStorage(tmp_path)
-    wal = tmp_path / FileStorage.WAL_NAME
-    big = tuple(Entry(1, i, "x" * 1000) for i in range(1, 101))
-    s.save(HardState(1, 0), big, None)
-    for k in range(10):  # churn: rewrite the tail many times
-        s.save(None, tuple(Entry(1, i, "y" * 1000) for i in range(91, 101)), None)
-        s.save(HardState(1 + k, 0), (), None)
-    assert wal.stat().st_size > 200_000
-    s.save(None, (), Snapshot(99, 1, b"snap"))
-    assert wal.stat().st_size < 2_000
-    assert s.load().entries == (Entry(1, 100, "y" * 1000),)
-    s.close()
-    with FileStorage(tmp_path) as s2:
-        assert s2.load().entries == (Entry(1, 100, "y" * 1000),)
-        assert s2.load().hard_state == HardState(10, 0)
-    assert not list(tmp_path.glob("*.tmp"))
-
-
-def test_file_lock(tmp_path: Path) -> None:
-    s = FileStorage(tmp_path)
-    with pytest.raises(StorageLockedError, match="in use"):
-        FileStorage(tmp_path)
-    with pytest.raises(StorageLockedError):
-        FileStorage(tmp_path, lock_timeout=0.1)
-    s.close()
-    FileStorage(tmp_path).close()  # free again
-
-
-def test_file_crash_between_snapshot_and_log_rewrite(tmp_path: Path) -> None:
-    """A crash after the snapshot was replaced but before the log was rewritten recovers the state
-    the interrupted save would have produced, minus its entries and hard state (never acknowledged)."""
-    with FileStorage(tmp_path) as s:
-        s.save(HardState(1, 0), ents(1, 10, 1), None)
-    saved_wal = (tmp_path / FileStorage.WAL_NAME).read_bytes()
-    with FileStorage(tmp_path) as s:
-        s.save(HardState(2, 0), ents(11, 11, 2), Snapshot(6, 1, b"six"))
-    (tmp_path / FileStorage.WAL_NAME).write_bytes(saved_wal)  # as if the rename never happened
-    with FileStorage(tmp_path) as s:
-        assert s.load() == PersistentState(HardState(1, 0), Snapshot(6, 1, b"six"), ents(7, 10, 1))
-        assert s.raft_state_size() == 16 + sum(map(entry_size, ents(7, 10, 1)))
-
-
-def _saved_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "d"
-    with FileStorage(d) as s:
-        s.save(HardState(1, 0), ents(1, 3, 1), None)
-        s.save(HardState(2, 1), ents(4, 5, 2), None)
-    return d
-
-
-def test_file_flipped_byte_is_detected(tmp_path: Path) -> None:
-    d = _saved_dir(tmp_path)
-    wal = d / FileStorage.WAL_NAME
-    good = wal.read_bytes()
-    for offset in range(len(good)):
-        data = bytearray(good)
-        data[offset] ^= 0x40
-        wal.write_bytes(bytes(data))
-        with FileStorage(d) as s, pytest.raises(StorageCorruptionError) as info:
-            s.load()
-        msg = str(info.value)
-        assert str(wal) in msg
-        assert "byte offset" in msg
-        assert "delete it" in msg or "backup" in msg  # says what to do
-
-
-def test_file_truncated_mid_record(tmp_path: Path) -> None:
-    d = _saved_dir(tmp_path)
-    wal = d / FileStorage.WAL_NAME
-    good = wal.read_bytes()
-    with FileStorage(d) as s:
-        whole = s.load()
-    for cut in (len(good) - 1, len(good) - 10, len(good) - 30, 12):
-        wal.write_bytes(good[:cut])
-        with FileStorage(d) as s, pytest.raises(StorageCorruptionError, match="truncated") as info:
-            s.load()
-        assert info.value.offset is not None
-        assert "repair_torn_tail=True" in str(info.value)
-    # Repair cuts the torn record off and keeps every complete save before it.
-    wal.write_bytes(good[:-1])
-    with FileStorage(d, repair_torn_tail=True) as s:
-        state = s.load()
-        assert state.entries == whole.entries  # the last save was the hard state alone
-        assert state.hard_state == HardState(1, 0)
-        s.save(HardState(3, 0), (), None)  # appends after the repaired end
-    with FileStorage(d) as s:
-        assert s.load().hard_state == HardState(3, 0)
-
-
-def test_file_damage_before_last_record_is_never_repaired(tmp_path: Path) -> None:
-    d = _saved_dir(tmp_path)
-    wal = d / FileStorage.WAL_NAME
-    data = bytearray(wal.read_bytes())
-    data[20] ^= 0xFF  # inside the first record's payload
-    wal.write_bytes(bytes(data))
-    with FileStorage(d, repair_torn_tail=True) as s, pytest.raises(StorageCorruptionError,
-                                                                   match="checksum"):
-        s.load()
-
-
-def test_file_garbled_snapshot(tmp_path: Path) -> None:
-    d = tmp_path / "d"
-    with FileStorage(d) as s:
-        s.save(HardState(1, 0), ents(1, 5, 1), None)
-        s.save(None, (), Snapshot(3, 1, b"snapshot-data" * 10))
-    snap = d / FileStorage.SNAPSHOT_NAME
-    good = snap.read_bytes()
-    for damaged in (good[:-1], good[:20], good + b"x", good[:40] + b"Y" + good[41:],
-                    b"Z" + good[1:], good[:9] + b"\x07" + good[10:]):
-        snap.write_bytes(damaged)
-        with FileStorage(d) as s, pytest.raises(StorageCorruptionError) as info:
-            s.load()
-        assert str(snap) in str(info.value)
-    snap.unlink()
-    with FileStorage(d) as s, pytest.raises(StorageCorruptionError, match="snapshot file is missing"):
-        s.load()
-
-
-def test_file_missing_log_with_snapshot(tmp_path: Path) -> None:
-    d = tmp_path / "d"
-    with FileStorage(d) as s:
-        s.save(None, ents(1, 2, 1), None)
-        s.save(None, (), Snapshot(1, 1, b"x"))
-    (d / FileStorage.WAL_NAME).unlink()
-    with FileStorage(d) as s, pytest.raises(StorageCorruptionError, match="missing"):
-        s.load()
-
-
-def test_file_failed_write_poisons_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = FileStorage(tmp_path)
-    s.save(HardState(1, 0), ents(1, 2, 1), None)
-
-    def failing(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", failing)
-    with pytest.raises(OSError):
-        s.save(None, ents(3, 3, 1), None)
-    monkeypatch.undo()
-    with pytest.raises(StorageError, match="reopen"):
-        s.save(None, ents(3, 3, 1), None)
-    s.close()
-
-
-# --------------------------------------------------------------------------------------------------
 # Property test: FileStorage (with reopens) == MemoryStorage (with copies) == a naive model
 # --------------------------------------------------------------------------------------------------
-
-
-class Model:
-    """The simplest possible implementation of the semantics, written independently."""
-
-    def __init__(self) -> None:
-        self.hs = HardState()
-        self.snap = Snapshot()
-        self.hs_saved = False
-        self.log: dict[int, Entry] = {}
-
-    def term_at(self, i: int) -> int | None:
-        if i == self.snap.index:
-            return self.snap.term
-        return self.log[i].term if i in self.log else None
-
-    def save(self, hs: HardState | None, entries: Sequence[Entry], snap: Snapshot | None) -> None:
-        if snap is not None:
-            matches = self.term_at(snap.index) == snap.term
-            self.log = {i: e for i, e in self.log.items() if i > snap.index} if matches else {}
-            self.snap = snap
-        if entries:
-            self.log = {i: e for i, e in self.log.items() if i < entries[0].index}
-            self.log.update((e.index, e) for e in entries)
-        if hs is not None:
-            self.hs = hs
-            self.hs_saved = True
-
-    def state(self) -> PersistentState:
-        return PersistentState(self.hs, self.snap, tuple(self.log[i] for i in sorted(self.log)))
-
-    def last(self) -> int:
-        return max(self.log, default=self.snap.index)
 
 
 commands = st.one_of(st.none(), st.integers(), st.text(max_size=20), st.binary(max_size=50))
@@ -468,7 +234,7 @@ class StorageMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="raykv-storage-"))
-        self.file = FileStorage(self.dir)
+        self.file = FileStorage(self.dir, new=True)
         self.mem = MemoryStorage()
         self.model = Model()
         self.term = 1
