@@ -32,7 +32,7 @@ from typing import Any
 import ray
 
 from actors.statemachine import StateMachine
-from actors.storage import MemoryStorage, Storage
+from actors.storage import MemoryStorage, Storage, StorageError
 from actors.transport import DirectTransport, NetworkTransport, Transport
 from raft import (
     AppendEntries,
@@ -88,7 +88,12 @@ class ReplicaActor:
     def __init__(self, spec: ReplicaSpec) -> None:
         spec.raft_config()  # validate early: a bad configuration fails at creation, not at start
         self.spec = spec
-        self.storage: Storage = spec.storage()
+        #: opened by the first :meth:`start` (so a damaged or missing directory is reported by start and
+        #: status, and the actor lives on to say so, instead of failing to be created)
+        self.storage: Storage | None = None
+        #: why this replica is down although it was started (its storage could not be opened, read or
+        #: written, or its state machine failed); None while it runs. Shown by :meth:`status`.
+        self.failure: str | None = None
         self.incarnation = 0
         self.core: RaftNode | None = None
         self.sm: StateMachine | None = None
@@ -105,7 +110,9 @@ class ReplicaActor:
         """Rebuild the core and the state machine from storage and start ticking.
 
         ``transport`` is ``("network", network_handle, {peer: end_name})`` or
-        ``("direct", {peer: actor_handle})``.
+        ``("direct", {peer: actor_handle})``. If the storage cannot be opened or read (missing, damaged:
+        a :class:`~actors.storage.StorageError`), the replica stays down, :meth:`status` reports the
+        reason, and the error is raised to the caller (its type and fields survive Ray).
         """
         if self.core is not None:
             await self.crash()
@@ -117,7 +124,16 @@ class ReplicaActor:
             self.transport = DirectTransport(transport[1])
         else:
             raise ValueError(f"unknown transport {kind!r}: expected 'network' or 'direct'")
-        state = self.storage.load()
+        try:
+            if self.storage is None:
+                self.storage = self.spec.storage()
+            state = self.storage.load()
+        except StorageError as exc:
+            self.failure = f"storage: {exc}"
+            self.transport = None
+            log.error("replica %s cannot start: %s", self.spec.name, exc)
+            raise
+        self.failure = None
         self.core = RaftNode(self.spec.raft_config(), random.Random(self._rng.random()), state)
         if self.sm is not None and getattr(self.sm, "survives_restart", False):
             self.sm.reset()  # type: ignore[attr-defined]
@@ -178,7 +194,7 @@ class ReplicaActor:
     def _drain(self, reply_to: int | None = None) -> list[Message]:
         """Carry out every Ready the core has: persist, send, apply. Returns replies for ``reply_to``."""
         core, sm = self.core, self.sm
-        assert core is not None and sm is not None
+        assert core is not None and sm is not None and self.storage is not None
         replies: list[Message] = []
         inc = self.incarnation
         while core.has_ready():
@@ -193,12 +209,13 @@ class ReplicaActor:
             if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
                 try:
                     self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
-                except Exception:
+                except Exception as exc:
                     # Fail-stop: a peer that cannot persist must not answer, vote or count itself
                     # towards a commit. It stays down until it is restarted from its storage.
                     log.exception("replica %s: storage write failed; the peer stops (restart it "
                                   "once the disk is healthy)", self.spec.name)
                     self._crash_now()
+                    self.failure = f"storage write failed: {exc!r}"
                     return []
             if rd.messages and not early:
                 self._dispatch(inc, rd.messages, reply_to, replies)
@@ -206,7 +223,17 @@ class ReplicaActor:
                 sm.restore(rd.apply_snapshot.data, rd.apply_snapshot.index)
                 self._on_snapshot_restored(rd.apply_snapshot.index)
             for e in rd.committed_entries:
-                result = sm.apply(e.index, e.command)
+                try:
+                    result = sm.apply(e.index, e.command)
+                except Exception as exc:
+                    # Fail-stop: skipping a committed entry would make this replica diverge from
+                    # the others. A service's apply must be total (bad input -> an error result);
+                    # this is the last line of defence against one that is not.
+                    log.exception("replica %s: the state machine failed to apply entry %d; the peer "
+                                  "stops", self.spec.name, e.index)
+                    self._crash_now()
+                    self.failure = f"apply of entry {e.index} failed: {exc!r}"
+                    return []
                 self._on_applied(e.index, e.term, e.command, result)
                 if sm.should_snapshot(e.index, self.storage.raft_state_size()):
                     core.snapshot(e.index, sm.snapshot())
@@ -285,16 +312,23 @@ class ReplicaActor:
         return self.core.term, self.core.is_leader
 
     async def status(self) -> dict[str, Any]:
-        """The core's status plus storage sizes, for dashboards and tests."""
+        """The core's status plus storage sizes, for dashboards and tests; ``failure`` says why a
+        started replica is down (``None`` while it runs, or after an ordinary crash)."""
         st: dict[str, Any] = self.core.status() if self.core is not None else {"role": "down"}
         st["name"] = self.spec.name
         st["incarnation"] = self.incarnation
-        st["raft_state_size"] = self.storage.raft_state_size()
-        st["snapshot_size"] = self.storage.snapshot_size()
+        st["failure"] = self.failure
+        st["raft_state_size"], st["snapshot_size"] = await self.storage_sizes()
         return st
 
     async def storage_sizes(self) -> tuple[int, int]:
-        return self.storage.raft_state_size(), self.storage.snapshot_size()
+        """``(raft_state_size, snapshot_size)``; ``(0, 0)`` while the storage is not open or readable."""
+        if self.storage is None:
+            return 0, 0
+        try:
+            return self.storage.raft_state_size(), self.storage.snapshot_size()
+        except StorageError:
+            return 0, 0
 
     async def applied_at(self, index: int) -> tuple[bool, Any, int]:
         """Test recorder query: ``(applied?, command, number of recorder errors)``."""

@@ -16,7 +16,7 @@ batches. See docs/kvraft.md for the semantics (exactly-once, linearizable reads,
 from kvraft.async_clerk import AsyncClerk
 from kvraft.clerk import Clerk
 from kvraft.endpoints import DirectEndpoints, NetworkEndpoints
-from kvraft.errors import KVTimeoutError
+from kvraft.errors import GroupStartError, KVRejectedError, KVTimeoutError
 from kvraft.group import KVGroup, start_group
 from kvraft.ops import DEFAULT_MAX_VALUE_BYTES
 from kvraft.server import KVReplica, kv_replica_actor
@@ -27,7 +27,9 @@ __all__ = [
     "AsyncClerk",
     "Clerk",
     "DirectEndpoints",
+    "GroupStartError",
     "KVGroup",
+    "KVRejectedError",
     "KVReplica",
     "KVStateMachine",
     "KVTimeoutError",

@@ -26,8 +26,8 @@ from typing import Any
 
 from kvraft.clerk import ClerkCore, describe
 from kvraft.endpoints import Endpoints
-from kvraft.errors import KVTimeoutError
-from kvraft.ops import APPEND, GET, OK, PUT, Op
+from kvraft.errors import KVRejectedError, KVTimeoutError
+from kvraft.ops import APPEND, GET, INVALID, OK, PUT, Op
 
 #: default upper bound on the operations in one call
 DEFAULT_MAX_BATCH = 1024
@@ -126,6 +126,11 @@ class AsyncClerk(ClerkCore):
                 for p, result in zip(live, reply[1], strict=True):
                     if not p.future.done():
                         p.future.set_result(result)
+                return
+            if isinstance(reply, tuple) and reply[0] == INVALID:  # nothing was proposed: fail them
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(KVRejectedError(name, str(reply[1])))
                 return
             last[0] = f"{name}: " + (f"no answer within {self.attempt_timeout:.2g} s"
                                      if reply == "no answer" else self.outcome(reply))

@@ -11,7 +11,9 @@
   to the next server after a failed call or after ``attempt_timeout`` seconds without an answer, and
   pause ``retry_pause`` seconds after every full round of failed attempts;
 - retry until the operation completes, or until the optional per-call ``timeout`` passes, which
-  raises :class:`~kvraft.errors.KVTimeoutError` (a ``TimeoutError``) naming the servers tried.
+  raises :class:`~kvraft.errors.KVTimeoutError` (a ``TimeoutError``) naming the servers tried;
+- raise :class:`~kvraft.errors.KVRejectedError` (a ``ValueError``) at once if a server refuses the
+  batch as malformed (nothing was proposed; only a bug can cause it, so retrying would not help).
 
 A timed-out operation is never half-applied: it is one log entry, applied atomically, exactly once or
 not at all; and once the clerk's next operation has completed it can no longer take effect (its
@@ -29,12 +31,13 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError
 
 from kvraft.endpoints import Endpoints
-from kvraft.errors import KVTimeoutError
+from kvraft.errors import KVRejectedError, KVTimeoutError
 from kvraft.ops import (
     APPEND,
     DEFAULT_MAX_KEY_BYTES,
     DEFAULT_MAX_VALUE_BYTES,
     GET,
+    INVALID,
     KIND_NAMES,
     OK,
     PUT,
@@ -167,6 +170,8 @@ class Clerk(ClerkCore):
             if isinstance(reply, tuple) and reply[0] == OK:
                 self.leader = server
                 return reply[1]
+            if isinstance(reply, tuple) and reply[0] == INVALID:
+                raise KVRejectedError(name, str(reply[1]))
             last = f"{name}: " + (f"no answer within {wait:.2g} s" if reply == "no answer"
                                   else self.outcome(reply))
             server = self.route(server, reply)

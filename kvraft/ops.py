@@ -12,6 +12,7 @@ machine applies a batch atomically, in order, and returns one result per operati
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 #: operation kinds (the reference's op codes: 0 get, 1 put, 2 append)
@@ -32,6 +33,49 @@ DEFAULT_MAX_KEY_BYTES = 1 << 16
 OK = "ok"
 WRONG_LEADER = "wrong_leader"
 TIMEOUT = "timeout"
+#: ``("invalid", reason)``: the batch is malformed; nothing was proposed (or, if it reached the log
+#: anyway, nothing of it was applied)
+INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """What the state machine returns for a log entry that is not a well-formed batch: nothing of the
+    entry is applied, on every replica alike (``apply`` is total: bad input never raises)."""
+
+    reason: str
+
+
+def batch_problem(ops: Any) -> str | None:
+    """Why ``ops`` is not a well-formed :data:`Batch` (a reason a person can act on), or ``None``.
+
+    A batch is a non-empty tuple (or list) of operations ``(kind, key, value, client_id, seq)``:
+    ``kind`` one of :data:`GET`, :data:`PUT`, :data:`APPEND`; ``key`` a ``str``; ``value`` ``None``
+    for a Get and a ``str`` otherwise; ``client_id`` an ``int`` >= 0; ``seq`` an ``int`` >= 1.
+    Deterministic (the state machine runs it on every replica). Sizes are the clerks' business.
+    """
+    if not isinstance(ops, (tuple, list)):
+        return f"a batch must be a tuple of operations, got {type(ops).__name__}: {ops!r:.80}"
+    if not ops:
+        return "a batch must hold at least one operation"
+    for k, op in enumerate(ops):
+        if not isinstance(op, tuple) or len(op) != 5:
+            return (f"operation {k} must be a tuple (kind, key, value, client_id, seq), "
+                    f"got {type(op).__name__}: {op!r:.80}")
+        kind, key, value, client, seq = op
+        if type(kind) is not int or kind not in KIND_NAMES:
+            return f"operation {k} has unknown kind {kind!r:.40} (expected 0 get, 1 put or 2 append)"
+        if not isinstance(key, str):
+            return f"operation {k}: the key must be a str, got {type(key).__name__}"
+        if kind == GET and value is not None:
+            return f"operation {k}: a get carries no value (None), got {type(value).__name__}"
+        if kind != GET and not isinstance(value, str):
+            return f"operation {k}: a {KIND_NAMES[kind]}'s value must be a str, got {type(value).__name__}"
+        if type(client) is not int or client < 0:
+            return f"operation {k}: the client id must be an int >= 0, got {client!r:.40}"
+        if type(seq) is not int or seq < 1:
+            return f"operation {k}: the sequence number must be an int >= 1, got {seq!r:.40}"
+    return None
 
 
 def check_key(key: Any, max_key_bytes: int = DEFAULT_MAX_KEY_BYTES) -> str:

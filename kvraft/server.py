@@ -9,7 +9,13 @@ batch as one log entry and answers once that entry is applied, with one result p
   entry at its index turned out to be another leader's; ``hint`` is the peer id it believes leads
   (or ``None``);
 - ``("timeout", None)``: not applied within ``server_wait_s`` (a minority leader, say);
+- ``("invalid", reason)``: the batch is malformed (see :func:`kvraft.ops.batch_problem`); it was
+  checked before anything was proposed, so nothing of it will ever take effect;
 - ``None``: this peer is down (crashed, or the call was addressed to a dead incarnation).
+
+A server does not trust its callers: every batch is checked before it is proposed, and the state
+machine's ``apply`` is total besides (a malformed entry that reaches the log anyway yields an error
+result on every replica, never an exception that would stop one replica applying).
 
 Only ``ok`` means the operations took effect. After any other answer they may still take effect
 later (the proposal may yet commit), which is why clerks number their operations (see
@@ -35,7 +41,7 @@ from typing import Any
 import ray
 
 from actors.replica import ReplicaActor, ReplicaSpec
-from kvraft.ops import OK, TIMEOUT, WRONG_LEADER, Batch
+from kvraft.ops import INVALID, OK, TIMEOUT, WRONG_LEADER, Batch, Rejected, batch_problem
 
 #: what a waiter's future holds when its entry was lost (another leader's entry took the index)
 _LOST = object()
@@ -63,6 +69,9 @@ class KVReplica(ReplicaActor):
         core = self.core
         if core is None:
             return None
+        problem = batch_problem(ops)
+        if problem is not None:
+            return INVALID, problem
         index, term, is_leader = core.propose(tuple(ops))
         if not is_leader:
             return WRONG_LEADER, core.leader_id
@@ -81,6 +90,8 @@ class KVReplica(ReplicaActor):
         if result is _LOST:
             core = self.core
             return WRONG_LEADER, (core.leader_id if core is not None else None)
+        if isinstance(result, Rejected):  # unreachable after the check above; kept for safety
+            return INVALID, result.reason
         return OK, result
 
     async def kv(self, data: bytes) -> bytes | None:
@@ -88,7 +99,11 @@ class KVReplica(ReplicaActor):
         by the caller: one bytes argument costs Ray far less to move than nested tuples."""
         if self.core is None:
             return None
-        reply = await self.rpc_kv(pickle.loads(data))
+        try:
+            ops = pickle.loads(data)
+        except Exception as exc:
+            return pickle.dumps((INVALID, f"the request is not a pickled batch ({exc!r:.120})"), protocol=5)
+        reply = await self.rpc_kv(ops)
         return None if reply is None else pickle.dumps(reply, protocol=5)
 
     # -- hooks of the replica ---------------------------------------------------------------------

@@ -17,9 +17,12 @@ also when the entry is a duplicate (re-reading is as good as remembering: the du
 applied inside the interval of the call that is waiting for it). So the table keeps only the last
 ``seq`` per client, and it is part of every snapshot: a restored replica still recognises retries.
 
-Invariants: ``apply`` is deterministic (same snapshot + same entries -> same state and results); a
-batch is applied atomically (no await inside); ``snapshot()`` / ``restore()`` round-trip the whole
-state, dedup table included.
+Invariants: ``apply`` is deterministic (same snapshot + same entries -> same state and results) and
+total: an entry that is not a well-formed batch (servers refuse those before proposing, but a log
+may hold anything) yields a :class:`~kvraft.ops.Rejected` result and changes nothing, on every
+replica alike, instead of raising (an exception would stop the replica from applying the entries
+behind it, and the replicas would diverge); a batch is applied atomically, all of it or none (no
+await inside); ``snapshot()`` / ``restore()`` round-trip the whole state, dedup table included.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from kvraft.ops import APPEND, GET, PUT, Batch
+from kvraft.ops import APPEND, GET, PUT, Batch, Rejected, batch_problem
 
 _PICKLE_PROTOCOL = 5
 
@@ -46,23 +49,31 @@ class KVStateMachine:
         self.last_applied = 0
         self.applied_ops = 0
         self.duplicates = 0
+        self.rejected = 0  # entries that were not well-formed batches (nothing of them applied)
         # The persisted size reported with the last snapshot request: the size only drops once the
         # replica has saved the snapshot, so the same size again means "already asked".
         self._asked_at_size = -1
 
     # -- StateMachine protocol -------------------------------------------------------------------
 
-    def apply(self, index: int, command: Any) -> list[str | None] | None:
+    def apply(self, index: int, command: Any) -> list[str | None] | Rejected | None:
         """Apply one log entry (a :data:`~kvraft.ops.Batch`, or ``None`` for a no-op).
 
-        Returns one result per operation: the value for a Get, ``None`` for a Put or an Append.
+        Returns one result per operation: the value for a Get, ``None`` for a Put or an Append; or
+        :class:`~kvraft.ops.Rejected` (and changes nothing) if the entry is not a well-formed batch.
+        Never raises for any command.
         """
         self.last_applied = index
         if command is None:
             return None
+        problem = batch_problem(command)
+        if problem is not None:
+            self.rejected += 1
+            return Rejected(problem)
         return self.apply_batch(command)
 
     def apply_batch(self, batch: Batch) -> list[str | None]:
+        """Apply a well-formed batch (see :func:`~kvraft.ops.batch_problem`)."""
         data, sessions = self.data, self.sessions
         results: list[str | None] = []
         for kind, key, value, client, seq in batch:
@@ -80,8 +91,6 @@ class KVStateMachine:
                 data[key] = value  # type: ignore[assignment]
             elif kind == APPEND:
                 data[key] = data.get(key, "") + value  # type: ignore[operator]
-            else:
-                raise ValueError(f"unknown KV operation kind {kind!r} in {batch!r:.200}")
         self.applied_ops += len(batch)
         return results
 
@@ -119,4 +128,5 @@ class KVStateMachine:
             "last_applied": self.last_applied,
             "applied_ops": self.applied_ops,
             "duplicates": self.duplicates,
+            "rejected": self.rejected,
         }

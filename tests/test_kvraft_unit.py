@@ -65,9 +65,15 @@ def test_clients_are_independent():
     assert sm.get("k") == "ab"
 
 
-def test_unknown_kind_raises():
-    with pytest.raises(ValueError, match="unknown KV operation kind"):
-        KVStateMachine().apply(1, ((9, "k", "v", 1, 1),))
+def test_unknown_kind_is_rejected_not_raised():
+    """apply is total: a malformed entry yields an error result and changes nothing (more cases in
+    test_kvraft_validation.py)."""
+    from kvraft.ops import Rejected
+
+    sm = KVStateMachine()
+    result = sm.apply(1, ((PUT, "k", "v", 1, 1), (9, "k", "v", 1, 2)))
+    assert isinstance(result, Rejected) and "unknown kind 9" in result.reason
+    assert sm.data == {} and sm.sessions == {} and sm.last_applied == 1
 
 
 def test_snapshot_round_trip_keeps_data_and_dedup_table():
