@@ -139,7 +139,9 @@ def start_group(
     running) for ``nshards`` shards.
 
     ``storage``: ``"durable"`` (FileStorage under ``data_dir``, one subdirectory per replica; a new
-    temporary directory if ``data_dir`` is None, removed by :meth:`CtrlerGroup.stop`) or ``"memory"``.
+    temporary directory if ``data_dir`` is None, removed by :meth:`CtrlerGroup.stop`; a ``data_dir``
+    that already holds a group's replicas is reopened, so the group restarts with its state) or
+    ``"memory"``.
     ``transport``: ``"direct"`` or ``"network"`` (every call through one reliable FaultyNetwork
     actor). ``maxraftstate``: snapshot when a replica's persisted Raft state exceeds this many bytes
     (-1, the default: never). ``clerk_options`` become the defaults of the group's clerks. With
@@ -157,17 +159,19 @@ def start_group(
     name = name or f"ctrler-{uuid.uuid4().hex[:8]}"
     owns_dir = False
     base: Path | None = None
+    fresh = True  # a new group creates its replicas' storage; an existing data_dir is reopened
     if storage == "durable":
         if data_dir is None:
             base, owns_dir = Path(tempfile.mkdtemp(prefix=f"raykv-{name}-")), True
         else:
             base = Path(data_dir)
+            fresh = not base.exists() or not any(base.iterdir())
     actor_cls = ctrler_replica_actor(scheduling_strategy="SPREAD")
     replicas = []
     for i in range(n):
         store: Any = MemoryStorage
         if base is not None:
-            store = functools.partial(FileStorage, str(base / f"replica{i}"), lock_timeout=5.0)
+            store = functools.partial(FileStorage, str(base / f"replica{i}"), new=fresh, lock_timeout=5.0)
         replicas.append(actor_cls.remote(ReplicaSpec(
             name=f"{name}-{i}",
             peer_id=i,

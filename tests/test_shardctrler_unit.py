@@ -143,6 +143,14 @@ def test_key2shard_is_stable_across_processes_and_hash_seeds():
         key2shard("k", True)
 
 
+def test_pure_modules_load_without_ray():
+    """The sharded KV's pure state machine imports shardctrler.config: that must not pull in Ray."""
+    code = ("import sys, shardctrler, shardctrler.config, shardctrler.statemachine, shardctrler.ops; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 @pytest.mark.parametrize("nshards", [10, 64, 1000])
 def test_key2shard_spreads_keys_with_a_common_prefix(nshards):
     """As uniform as random: Pearson's chi-square over the shard counts stays within 4 standard
