@@ -55,6 +55,9 @@ class HistoryFormatError(ValueError):
         where = source if line is None else f"{source}:{line}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its fields (e.g. across Ray)
+        return (type(self), (self.source, self.line, self.message), self.__dict__)
+
 
 @dataclass(slots=True)
 class _Open:

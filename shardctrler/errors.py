@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RefusedError(ValueError):
     """A refused request; see the module docstring. The configuration is unchanged."""
@@ -20,6 +22,10 @@ class RefusedError(ValueError):
         super().__init__(message)
         self.code = code
         self.sent = sent
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its fields (e.g. across Ray)
+        return (_rebuild_refused, (type(self), self.code, self.message, self.sent), self.__dict__)
 
 
 class RefusedTypeError(RefusedError, TypeError):
@@ -41,3 +47,11 @@ class CtrlerTimeoutError(TimeoutError):
         self.operation = operation
         self.timeout = timeout
         self.servers = list(servers)
+        self.last = last
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its fields (e.g. across Ray)
+        return (type(self), (self.operation, self.timeout, self.servers, self.last), self.__dict__)
+
+
+def _rebuild_refused(cls: type[RefusedError], code: str, message: str, sent: bool) -> RefusedError:
+    return cls(code, message, sent=sent)

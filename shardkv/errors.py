@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ShardKVTimeoutError(TimeoutError):
     """A clerk call did not complete within its ``timeout``.
@@ -32,6 +34,11 @@ class ShardKVTimeoutError(TimeoutError):
         self.shard = shard
         self.config = config
         self.servers = list(servers)
+        self.last = last
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its fields (e.g. across Ray)
+        return (type(self), (self.operation, self.timeout, self.shard, self.config, self.servers,
+                             self.last), self.__dict__)
 
 
 class ShardKVRequestError(ValueError):
@@ -42,3 +49,7 @@ class ShardKVRequestError(ValueError):
         super().__init__(f"{operation} was refused ({code}): {message}")
         self.operation = operation
         self.code = code
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its fields (e.g. across Ray)
+        return (type(self), (self.operation, self.code, self.message), self.__dict__)

@@ -85,6 +85,9 @@ class Violation(Exception):
         self.tail: str = ""
         self.replay: str = ""
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with every field (seed, tail, replay too)
+        return (type(self), (self.invariant, self.detail, self.tick), self.__dict__)
+
     def report(self) -> str:
         """The multi-line report a person reads: what broke, the last events, how to replay."""
         lines = [f"seed {self.seed}: {self.invariant} violated at tick {self.tick}",
