@@ -94,6 +94,8 @@ class ReplicaActor:
         #: why this replica is down although it was started (its storage could not be opened, read or
         #: written, or its state machine failed); None while it runs. Shown by :meth:`status`.
         self.failure: str | None = None
+        #: whether that failure is the storage's (it could not be opened, read or written)
+        self.storage_failed = False
         self.incarnation = 0
         self.core: RaftNode | None = None
         self.sm: StateMachine | None = None
@@ -129,11 +131,12 @@ class ReplicaActor:
                 self.storage = self.spec.storage()
             state = self.storage.load()
         except StorageError as exc:
-            self.failure = f"storage: {exc}"
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.storage_failed = True
             self.transport = None
             log.error("replica %s cannot start: %s", self.spec.name, exc)
             raise
-        self.failure = None
+        self.failure, self.storage_failed = None, False
         self.core = RaftNode(self.spec.raft_config(), random.Random(self._rng.random()), state)
         if self.sm is not None and getattr(self.sm, "survives_restart", False):
             self.sm.reset()  # type: ignore[attr-defined]
@@ -216,6 +219,7 @@ class ReplicaActor:
                                   "once the disk is healthy)", self.spec.name)
                     self._crash_now()
                     self.failure = f"storage write failed: {exc!r}"
+                    self.storage_failed = True
                     return []
             if rd.messages and not early:
                 self._dispatch(inc, rd.messages, reply_to, replies)
@@ -313,11 +317,13 @@ class ReplicaActor:
 
     async def status(self) -> dict[str, Any]:
         """The core's status plus storage sizes, for dashboards and tests; ``failure`` says why a
-        started replica is down (``None`` while it runs, or after an ordinary crash)."""
+        started replica is down (``None`` while it runs, or after an ordinary crash), and
+        ``storage_failed`` whether that is its storage's fault."""
         st: dict[str, Any] = self.core.status() if self.core is not None else {"role": "down"}
         st["name"] = self.spec.name
         st["incarnation"] = self.incarnation
         st["failure"] = self.failure
+        st["storage_failed"] = self.storage_failed
         st["raft_state_size"], st["snapshot_size"] = await self.storage_sizes()
         return st
 
