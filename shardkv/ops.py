@@ -1,7 +1,8 @@
 """The operations of the sharded KV service, the commands in a group's log, and their results.
 
 **Client operations** travel as plain tuples ``(kind, key, value, client_id, seq, shard)``
-(:data:`Op`), kvraft's operation plus the shard the clerk computed for the key. ``kind`` is
+(:data:`Op`), kvraft's operation plus the shard the clerk computed for the key (the kinds, replies
+and input checks are kvraft's, written again here so that services do not import each other). ``kind`` is
 :data:`GET`, :data:`PUT` or :data:`APPEND` (kvraft's codes); ``value`` is ``None`` for a Get;
 ``client_id`` and ``seq`` make a resent operation recognisable (see :mod:`shardkv.statemachine`).
 The servers recompute the shard with the service's key mapping and refuse an operation whose shard
@@ -32,20 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kvraft.ops import (
-    APPEND,
-    DEFAULT_MAX_KEY_BYTES,
-    DEFAULT_MAX_VALUE_BYTES,
-    GET,
-    KIND_NAMES,
-    OK,
-    PUT,
-    TIMEOUT,
-    WRONG_LEADER,
-    check_key,
-    check_value,
-)
-
 __all__ = [
     "APPEND",
     "CLIENT",
@@ -73,6 +60,20 @@ __all__ = [
     "check_key",
     "check_value",
 ]
+
+#: operation kinds (the reference's op codes: 0 get, 1 put, 2 append; kvraft's too)
+GET, PUT, APPEND = 0, 1, 2
+KIND_NAMES = {GET: "get", PUT: "put", APPEND: "append"}
+
+#: default largest value a clerk accepts, in UTF-8 bytes (configurable per clerk)
+DEFAULT_MAX_VALUE_BYTES = 1 << 20
+#: default largest key a clerk accepts, in UTF-8 bytes
+DEFAULT_MAX_KEY_BYTES = 1 << 16
+
+# Server replies (the first element of what an RPC returns), as in kvraft.
+OK = "ok"
+WRONG_LEADER = "wrong_leader"
+TIMEOUT = "timeout"
 
 #: log command tags (small ints: they are pickled into every entry)
 CLIENT, CONFIG, INSTALL, DELETE, GC_DONE = 1, 2, 3, 4, 5
@@ -133,6 +134,29 @@ def op_problem(op: Any, nshards: int) -> str | None:
     if not _is_int(shard) or not 0 <= shard < nshards:
         return f"shard must be an int in 0..{nshards - 1}, got {shard!r:.40}"
     return None
+
+
+def check_key(key: Any, max_key_bytes: int = DEFAULT_MAX_KEY_BYTES) -> str:
+    """Return ``key`` if it is a string of at most ``max_key_bytes`` UTF-8 bytes; raise
+    ``TypeError`` / ``ValueError`` (before anything is sent)."""
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r:.80}")
+    if len(key) > max_key_bytes // 4 and len(key.encode()) > max_key_bytes:
+        raise ValueError(f"key is {len(key.encode())} bytes, above the limit of {max_key_bytes} bytes "
+                         "(raise max_key_bytes on the clerk to allow it)")
+    return key
+
+
+def check_value(value: Any, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> str:
+    """Return ``value`` if it is a string of at most ``max_value_bytes`` UTF-8 bytes; raise
+    ``TypeError`` / ``ValueError`` (the byte length is computed only when the character count makes
+    it possibly too large)."""
+    if not isinstance(value, str):
+        raise TypeError(f"value must be a str, got {type(value).__name__}: {value!r:.80}")
+    if len(value) > max_value_bytes // 4 and len(value.encode()) > max_value_bytes:
+        raise ValueError(f"value is {len(value.encode())} bytes, above the limit of {max_value_bytes} "
+                         "bytes (raise max_value_bytes on the clerk to allow it)")
+    return value
 
 
 def describe(kind: int, key: str) -> str:

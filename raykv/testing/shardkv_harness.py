@@ -1,0 +1,359 @@
+"""The sharded KV's test harness on Ray, equivalent to the reference's ``shardkv/config.go``, and the
+recording and checking its tests share.
+
+``ShardKVHarness(n, unreliable, maxraftstate)`` builds, on one :class:`~actors.network.FaultyNetwork`
+(no long delays, no long reordering), a controller service of 3 servers named ``ctlr-`` + 20 random
+characters (a :class:`~raykv.testing.ctrler_harness.CtrlerHarness` on this network) and 3 replica
+groups, gids 100, 101 and 102, of ``n`` :class:`~shardkv.server.ShardKVReplica` servers each, named
+``server-{gid}-{i}``. Every server starts at once and none is joined. It offers the reference's
+operations:
+
+- clerks: ``make_client()`` (a :class:`~shardkv.clerk.Clerk` whose ends to any server are made and
+  enabled on first use, the reference's ``make_end``), optionally on another controller service;
+  ``make_async_client()``;
+- membership: ``join(gi)``, ``leave(gi)``, ``joinm(gis)``, ``leavem(gis)`` through the harness's own
+  controller clerk; ``start_ctrler_service()`` and ``ctljoin(gi, ctl)`` for a second controller;
+- servers: ``shutdown_server(gi, i)`` (disable its outgoing links to its group, delete it from the
+  network so calls in flight fail and no reply is delivered, crash it onto a copy of its storage),
+  ``start_server(gi, i)`` (new outgoing ends, enabled at once, unlike in kvraft), and the
+  ``shutdown_group`` / ``start_group`` forms;
+- checks: ``check_logs()`` (Raft state ≤ 8 × maxraftstate, or no snapshot when maxraftstate < 0,
+  on every server), ``total_persisted()`` (Raft state + snapshot over every server), ``shard_stats``.
+
+The servers reach the controller and each other through the same network, by name, with ends of
+their own (:class:`~shardkv.endpoints.NetworkRouter`). Every blocking call has a deadline
+(:data:`CALL_DEADLINE_S`); failures raise ``AssertionError``. Synchronous; usable from several
+threads at once. The limits are the Raft harness's (:mod:`actors.harness`), imported, not copied.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import string
+import tempfile
+import threading
+import time
+from typing import Any
+
+import ray
+
+from actors.harness import CALL_DEADLINE_S as CALL_DEADLINE_S
+from actors.harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
+from actors.harness import TEST_TIME_LIMIT_S, get_with_deadline
+from actors.network import FaultyNetwork
+from actors.replica import ReplicaSpec
+from linearizability import KVModel, Recorder, Verdict, write_html
+from linearizability import check as check_linearizable
+from raykv.testing.ctrler_harness import CtrlerHarness
+from shardctrler.config import NSHARDS
+from shardkv.async_clerk import AsyncClerk
+from shardkv.clerk import Clerk
+from shardkv.endpoints import NetworkRouter
+from shardkv.server import shardkv_replica_actor
+from shardkv.statemachine import ShardKVStateMachine
+
+#: how long a test clerk waits for one server before trying the next
+CLERK_ATTEMPT_TIMEOUT_S = 1.0
+#: deadline of one clerk operation in the tests (the reference retries forever)
+OP_TIMEOUT_S = 30.0
+#: budget of a linearizability check; "unknown" fails the test
+CHECK_TIMEOUT_S = 30.0
+#: how long to wait for a client thread to finish
+JOIN_DEADLINE_S = 60.0
+#: the reference's gids: group index gi has gid 100 + gi
+GID_BASE = 100
+
+_get = get_with_deadline
+
+
+def randstring(n: int, rng: random.Random | None = None) -> str:
+    """``n`` random letters and digits (the reference's ``randstring``)."""
+    r = rng or random
+    return "".join(r.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+class _Group:
+    """One replica group: its servers' actors, incarnations and current outgoing ends."""
+
+    def __init__(self, gid: int, n: int) -> None:
+        self.gid = gid
+        self.replicas: list[Any] = []
+        self.incarnation = [0] * n
+        self.alive = [False] * n
+        #: ends[i][j]: the name of server i's current end to server j of the group
+        self.ends: list[dict[int, str]] = [{} for _ in range(n)]
+
+
+class ShardKVHarness:
+    """The reference ``make_config(n, unreliable, maxraftstate)`` for the sharded KV (see the module
+    docstring). ``ngroups`` groups (3 in every reference test) of ``n`` servers each."""
+
+    def __init__(
+        self,
+        n: int = 3,
+        unreliable: bool = False,
+        maxraftstate: int = -1,
+        *,
+        ngroups: int = 3,
+        nshards: int = NSHARDS,
+        seed: int | None = None,
+        tick_s: float = 0.02,
+    ) -> None:
+        self.n = n
+        self.ngroups = ngroups
+        self.nshards = nshards
+        self.maxraftstate = maxraftstate
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        self.rng = random.Random(self.seed)
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+        self.net = FaultyNetwork.remote(seed=self.rng.randrange(2**31))
+        self.ctrl = CtrlerHarness(3, network=self.net, name=self._ctrler_name(), nshards=nshards,
+                                  seed=self.rng.randrange(2**31), tick_s=tick_s)
+        self.ctrlers: list[CtrlerHarness] = [self.ctrl]
+        self.mck = self.ctrl.make_client()
+        actor_cls = shardkv_replica_actor()
+        self.groups: list[_Group] = []
+        for gi in range(ngroups):
+            g = _Group(GID_BASE + gi, n)
+            extra = {"gid": g.gid, "ctrlers": self.ctrl.names, "routing": ("network", self.net)}
+            g.replicas = [
+                actor_cls.remote(ReplicaSpec(
+                    name=self.server_name(gi, i),
+                    peer_id=i,
+                    peers=tuple(range(n)),
+                    state_machine=functools.partial(ShardKVStateMachine, g.gid, nshards, "reference",
+                                                    maxraftstate),
+                    tick_s=tick_s,
+                    seed=self.rng.randrange(2**31),
+                    extra=extra,
+                ))
+                for i in range(n)
+            ]
+            self.groups.append(g)
+        _get([r.ping.remote() for g in self.groups for r in g.replicas])
+        for gi in range(ngroups):
+            self.start_group(gi)
+        _get(self.net.set_reliable.remote(not unreliable))
+
+    def _ctrler_name(self) -> str:
+        return "ctlr-" + randstring(20, self.rng)
+
+    def server_name(self, gi: int, i: int) -> str:
+        return f"server-{GID_BASE + gi}-{i}"
+
+    def names(self, gi: int) -> list[str]:
+        return [self.server_name(gi, i) for i in range(self.n)]
+
+    def gid(self, gi: int) -> int:
+        return self.groups[gi].gid
+
+    # ------------------------------------------------------------------------------------------
+    # Clerks
+    # ------------------------------------------------------------------------------------------
+
+    def make_client(self, ctrl: CtrlerHarness | None = None, **options: Any) -> Clerk:
+        """A sync clerk with its own ends (made on first use, enabled), on controller ``ctrl``."""
+        options.setdefault("attempt_timeout", CLERK_ATTEMPT_TIMEOUT_S)
+        return Clerk(NetworkRouter(self.net), (ctrl or self.ctrl).names, **options)
+
+    def make_async_client(self, ctrl: CtrlerHarness | None = None, **options: Any) -> AsyncClerk:
+        options.setdefault("attempt_timeout", CLERK_ATTEMPT_TIMEOUT_S)
+        return AsyncClerk(NetworkRouter(self.net), (ctrl or self.ctrl).names, **options)
+
+    # ------------------------------------------------------------------------------------------
+    # Membership
+    # ------------------------------------------------------------------------------------------
+
+    def join(self, gi: int) -> None:
+        self.joinm([gi])
+
+    def joinm(self, gis: list[int], ctrl: CtrlerHarness | None = None) -> None:
+        """Join the groups ``gis`` in one configuration change (on controller ``ctrl``)."""
+        ck = self.mck if ctrl is None else ctrl.make_client()
+        ck.join({self.gid(gi): self.names(gi) for gi in gis}, timeout=CALL_DEADLINE_S)
+
+    def leave(self, gi: int) -> None:
+        self.leavem([gi])
+
+    def leavem(self, gis: list[int]) -> None:
+        self.mck.leave([self.gid(gi) for gi in gis], timeout=CALL_DEADLINE_S)
+
+    def start_ctrler_service(self) -> CtrlerHarness:
+        """A second controller service of 3 servers on the same network."""
+        ctl = CtrlerHarness(3, network=self.net, name=self._ctrler_name(), nshards=self.nshards,
+                            seed=self.rng.randrange(2**31))
+        self.ctrlers.append(ctl)
+        return ctl
+
+    def ctljoin(self, gi: int, ctl: CtrlerHarness) -> None:
+        """Join group ``gi`` on controller service ``ctl``."""
+        self.joinm([gi], ctl)
+
+    def query(self) -> Any:
+        return self.mck.query(-1, timeout=CALL_DEADLINE_S)
+
+    # ------------------------------------------------------------------------------------------
+    # Servers
+    # ------------------------------------------------------------------------------------------
+
+    def shutdown_server(self, gi: int, i: int) -> None:
+        """Disable server i's outgoing links to its group, delete it from the network (calls in
+        flight fail, no reply is delivered), and crash it: its successor gets a copy of its storage.
+        (Its ends to other groups and the controller die with its incarnation.)"""
+        g = self.groups[gi]
+        _get(self.net.enable_many.remote(list(g.ends[i].values()), False))
+        _get(self.net.delete_server.remote(self.server_name(gi, i)))
+        _get(g.replicas[i].crash.remote())
+        g.alive[i] = False
+
+    def start_server(self, gi: int, i: int) -> None:
+        """Restart server i of group gi from (a copy of) its storage, with new outgoing ends to its
+        group, enabled at once."""
+        g = self.groups[gi]
+        g.incarnation[i] += 1
+        inc = g.incarnation[i]
+        name = self.server_name(gi, i)
+        ends = {j: f"{name}.{inc}->{self.server_name(gi, j)}" for j in range(self.n) if j != i}
+        _get([self.net.make_end.remote(e, self.server_name(gi, j)) for j, e in ends.items()])
+        _get(self.net.enable_many.remote(list(ends.values()), True))
+        g.ends[i] = ends
+        _get(g.replicas[i].start.remote(inc, ("network", self.net, ends)))
+        _get(self.net.add_server.remote(name, g.replicas[i], inc))
+        g.alive[i] = True
+
+    def shutdown_group(self, gi: int) -> None:
+        for i in range(self.n):
+            self.shutdown_server(gi, i)
+
+    def start_group(self, gi: int) -> None:
+        for i in range(self.n):
+            self.start_server(gi, i)
+
+    def set_unreliable(self, unreliable: bool) -> None:
+        _get(self.net.set_reliable.remote(not unreliable))
+
+    # ------------------------------------------------------------------------------------------
+    # Queries and checks
+    # ------------------------------------------------------------------------------------------
+
+    def storage_sizes(self) -> list[list[tuple[int, int]]]:
+        """Per group, per server: (Raft state bytes, snapshot bytes)."""
+        sizes = _get([r.storage_sizes.remote() for g in self.groups for r in g.replicas])
+        return [sizes[gi * self.n:(gi + 1) * self.n] for gi in range(self.ngroups)]
+
+    def check_logs(self) -> None:
+        """The reference's ``checklogs``: with maxraftstate >= 0 every server's Raft state is at most
+        8 × maxraftstate bytes; with maxraftstate < 0 no server has a snapshot."""
+        for gi, sizes in enumerate(self.storage_sizes()):
+            for i, (raft, snap) in enumerate(sizes):
+                name = self.server_name(gi, i)
+                if self.maxraftstate >= 0:
+                    assert raft <= 8 * self.maxraftstate, (
+                        f"{name}: persisted Raft state of {raft} bytes > 8 × maxraftstate "
+                        f"({8 * self.maxraftstate})")
+                else:
+                    assert snap == 0, f"{name}: snapshot of {snap} bytes, but maxraftstate is -1"
+
+    def total_persisted(self) -> int:
+        """Raft state + snapshot bytes, summed over every server of every group."""
+        return sum(raft + snap for sizes in self.storage_sizes() for raft, snap in sizes)
+
+    def shard_stats(self, gi: int) -> list[dict[str, Any]]:
+        return _get([r.shard_stats.remote() for r in self.groups[gi].replicas])
+
+    def shard_events(self) -> dict[str, list[tuple[str, int, tuple[int, ...], float]]]:
+        """Every server's applied migration steps (see ``ShardKVReplica.shard_events``)."""
+        refs = {self.server_name(gi, i): r.shard_events.remote()
+                for gi, g in enumerate(self.groups) for i, r in enumerate(g.replicas)}
+        values = _get(list(refs.values()))
+        return dict(zip(refs, values, strict=True))
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def summary(self) -> str:
+        st = _get(self.net.stats.remote())
+        return (f"{self.elapsed():5.1f}s  groups {self.ngroups}×{self.n}  rpcs {st.get('total_count')}  "
+                f"bytes {st.get('total_bytes')}  handler errors {st.get('handler_errors')}")
+
+    def cleanup(self) -> None:
+        """Check for handler errors and the time limit, then kill every actor."""
+        try:
+            st = _get(self.net.stats.remote())
+            assert st["handler_errors"] == 0, (
+                f"{st['handler_errors']} server handlers raised (see the ERROR log of raykv.network)")
+            assert self.elapsed() <= TEST_TIME_LIMIT_S, (
+                f"test took longer than {TEST_TIME_LIMIT_S:.0f} seconds ({self.elapsed():.1f} s)")
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        for ctl in self.ctrlers:
+            ctl.kill()
+        for g in self.groups:
+            for r in g.replicas:
+                ray.kill(r, no_restart=True)
+        ray.kill(self.net, no_restart=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Recorded clerk calls and the checks of the tests
+# ------------------------------------------------------------------------------------------------
+
+
+def rget(ck: Clerk, key: str, rec: Recorder | None, client: Any, timeout: float = OP_TIMEOUT_S) -> str:
+    if rec is None:
+        return ck.get(key, timeout=timeout)
+    with rec.operation(client, ("get", key)) as op:
+        op.output = ck.get(key, timeout=timeout)
+    return op.output  # type: ignore[no-any-return]
+
+
+def rput(ck: Clerk, key: str, value: str, rec: Recorder | None, client: Any) -> None:
+    if rec is None:
+        ck.put(key, value, timeout=OP_TIMEOUT_S)
+        return
+    with rec.operation(client, ("put", key, value)):
+        ck.put(key, value, timeout=OP_TIMEOUT_S)
+
+
+def rappend(ck: Clerk, key: str, value: str, rec: Recorder | None, client: Any) -> None:
+    if rec is None:
+        ck.append(key, value, timeout=OP_TIMEOUT_S)
+        return
+    with rec.operation(client, ("append", key, value)):
+        ck.append(key, value, timeout=OP_TIMEOUT_S)
+
+
+def check(ck: Clerk, key: str, value: str, rec: Recorder | None = None, client: Any = 0) -> None:
+    """The reference's ``check``: Get(key) must equal ``value``."""
+    v = rget(ck, key, rec, client)
+    assert v == value, f"Get({key!r}): expected:\n{value!r:.300}\nreceived:\n{v!r:.300}"
+
+
+def check_history(rec: Recorder, label: str) -> None:
+    """The history must be linearizable, decided within :data:`CHECK_TIMEOUT_S` ("unknown" fails)."""
+    history = rec.history()
+    t = time.monotonic()
+    result = check_linearizable(history, KVModel(), timeout=CHECK_TIMEOUT_S)
+    took = time.monotonic() - t
+    print(f"{label}: {len(history)} operations, {result.verdict} in {took:.2f} s")
+    if result.verdict is not Verdict.LINEARIZABLE:
+        fd, path = tempfile.mkstemp(prefix="shardkv-", suffix=".html")
+        os.close(fd)
+        write_html(result, path)
+        if result.verdict is Verdict.UNKNOWN:
+            raise AssertionError(f"{label}: the linearizability check gave no verdict within "
+                                 f"{CHECK_TIMEOUT_S:.0f} s ({len(history)} ops); report: {path}")
+        raise AssertionError(f"{label}: history is not linearizable; visualisation: {path}")
+
+
+def join_threads(threads: list[threading.Thread], what: str, deadline_s: float = JOIN_DEADLINE_S) -> None:
+    """Join every thread within ``deadline_s`` seconds in all, or fail."""
+    deadline = time.monotonic() + deadline_s
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+        assert not t.is_alive(), f"{what} did not finish within {deadline_s:.0f} s"

@@ -1,0 +1,190 @@
+"""How the sharded KV reaches a server by its name: the controller's servers, a group's servers (from a
+configuration's ``groups``), or another group's servers during a migration.
+
+A shard group learns the servers of other groups from configurations, as names, so every caller
+(clerk or server) addresses servers by name through a *router*:
+
+- :class:`NetworkRouter` (tests): every call goes through the :class:`~actors.network.FaultyNetwork`
+  actor, via an end of this router's own, made and enabled the first time a name is used (the
+  reference harness's ``make_end``); the network decides whether the call gets through.
+- :class:`DirectRouter` (real use): straight to the replica actor, found by its Ray actor name (the
+  group's servers are named actors), or in the table of handles given at construction (the
+  controller's replicas).
+
+Calls, both kinds: :meth:`ensure` / :meth:`aensure` make a name callable (an end, a handle lookup);
+then :meth:`submit` starts ``method(*args)`` on the server and returns a Ray ``ObjectRef``, and
+:meth:`unpack` turns what it resolves to into the server's reply, or ``None`` for a failed call.
+:meth:`call` does all of it with a deadline, for asyncio code (a replica actor never blocks). The
+``kv`` and ``ctrl`` RPCs go to the direct actors as one pickled bytes argument (Ray moves bytes far
+faster than nested tuples), the others through the replica's generic ``rpc`` entry.
+
+Routers are picklable; an unpickled :class:`NetworkRouter` takes a fresh end prefix (ends are never
+shared between processes), an unpickled :class:`DirectRouter` looks names up again.
+
+:class:`CtrlerEndpoints` adapts a router to the :mod:`shardctrler` clerks' endpoint interface, so the
+sharded KV reaches the controller with the controller's own clerks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+
+#: RPCs whose direct form is a method of the same name taking and returning pickled bytes
+_BYTES_METHODS = frozenset({"kv", "ctrl"})
+
+
+class NetworkRouter:
+    """Calls through the faulty network actor ``network``; ends are named ``{prefix}.{k}->{server}``."""
+
+    def __init__(self, network: Any, prefix: str | None = None) -> None:
+        self.network = network
+        self.prefix = prefix or f"r{uuid.uuid4().hex[:12]}"
+        self._ends: dict[str, str] = {}
+        self._making: dict[str, asyncio.Future[None]] = {}
+        self._made = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"network": self.network}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["network"])  # type: ignore[misc]
+
+    def _new_end(self, server: str) -> str:
+        """A name never used before (a failed attempt may have left its end behind)."""
+        self._made += 1
+        return f"{self.prefix}.{self._made}->{server}"
+
+    def ensure(self, server: str, timeout: float = 30.0) -> None:
+        """Make (and enable) this router's end to ``server``, blocking (drivers and clerks only)."""
+        if server not in self._ends:
+            end = self._new_end(server)
+            ray.get(self.network.make_end.remote(end, server), timeout=timeout)
+            ray.get(self.network.enable.remote(end, True), timeout=timeout)
+            self._ends[server] = end
+
+    async def aensure(self, server: str) -> None:
+        """:meth:`ensure` for asyncio code (concurrent callers for one name share one end)."""
+        if server in self._ends:
+            return
+        making = self._making.get(server)
+        if making is None:
+            making = self._making[server] = asyncio.ensure_future(self._make(server))
+        await asyncio.shield(making)
+
+    async def _make(self, server: str) -> None:
+        end = self._new_end(server)
+        try:
+            await self.network.make_end.remote(end, server)
+            await self.network.enable.remote(end, True)
+        finally:
+            self._making.pop(server, None)
+        self._ends[server] = end
+
+    def submit(self, server: str, method: str, args: tuple) -> Any:
+        return self.network.call.remote(self._ends[server], method, args, 1)
+
+    def unpack(self, method: str, value: Any) -> Any:
+        ok, reply = value
+        return reply if ok else None
+
+    async def call(self, server: str, method: str, args: tuple, timeout: float) -> Any:
+        """``method(*args)`` on ``server``; the reply, or ``None`` if the call failed or took longer
+        than ``timeout`` seconds."""
+        return await _call(self, server, method, args, timeout)
+
+
+class DirectRouter:
+    """Calls straight to replica actors: those in ``known`` (name -> handle) or, for other names, the
+    named actor of that name in Ray namespace ``namespace`` (``None``: the caller's namespace)."""
+
+    def __init__(self, known: Mapping[str, Any] | None = None, namespace: str | None = None) -> None:
+        self.known = dict(known or {})
+        self.namespace = namespace
+        self._handles: dict[str, Any] = dict(self.known)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"known": self.known, "namespace": self.namespace}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["known"], state["namespace"])  # type: ignore[misc]
+
+    def ensure(self, server: str, timeout: float = 30.0) -> None:
+        if server not in self._handles:
+            self._handles[server] = ray.get_actor(server, namespace=self.namespace)
+
+    async def aensure(self, server: str) -> None:
+        if server not in self._handles:
+            # ray.get_actor blocks on the cluster's directory: keep it off the event loop
+            handle = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: ray.get_actor(server, namespace=self.namespace))
+            self._handles[server] = handle
+
+    def forget(self, server: str) -> None:
+        """Drop a cached handle (the actor was replaced under the same name)."""
+        if server not in self.known:
+            self._handles.pop(server, None)
+
+    def submit(self, server: str, method: str, args: tuple) -> Any:
+        handle = self._handles[server]
+        if method in _BYTES_METHODS:
+            return getattr(handle, method).remote(pickle.dumps(args[0], protocol=5))
+        return handle.rpc.remote(None, method, args)
+
+    def unpack(self, method: str, value: Any) -> Any:
+        if method in _BYTES_METHODS:
+            return None if value is None else pickle.loads(value)
+        return value
+
+    async def call(self, server: str, method: str, args: tuple, timeout: float) -> Any:
+        return await _call(self, server, method, args, timeout)
+
+
+Router = NetworkRouter | DirectRouter
+
+
+async def _call(router: Any, server: str, method: str, args: tuple, timeout: float) -> Any:
+    try:
+        await asyncio.wait_for(router.aensure(server), timeout)
+        ref = router.submit(server, method, args)
+        value = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a timeout, a dead actor, an unknown name: a failed call
+        if isinstance(router, DirectRouter):
+            router.forget(server)
+        return None
+    return router.unpack(method, value)
+
+
+class CtrlerEndpoints:
+    """The controller's servers ``names``, reached through ``router``: the endpoint interface of the
+    :mod:`shardctrler` clerks (``names``, ``submit(i, ops)``, ``unpack(value)``). Call
+    :meth:`ensure` (or :meth:`aensure`) once before the first call."""
+
+    def __init__(self, router: Any, names: tuple[str, ...]) -> None:
+        if not names:
+            raise ValueError("the controller needs at least one server name")
+        self.router = router
+        self.names = tuple(names)
+
+    def ensure(self) -> CtrlerEndpoints:
+        for name in self.names:
+            self.router.ensure(name)
+        return self
+
+    async def aensure(self) -> CtrlerEndpoints:
+        for name in self.names:
+            await self.router.aensure(name)
+        return self
+
+    def submit(self, server: int, ops: Any) -> Any:
+        return self.router.submit(self.names[server], "ctrl", (ops,))
+
+    def unpack(self, value: Any) -> Any:
+        return self.router.unpack("ctrl", value)

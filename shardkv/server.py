@@ -1,0 +1,392 @@
+"""A shard group's server: a :class:`~actors.replica.ReplicaActor` hosting a
+:class:`~shardkv.statemachine.ShardKVStateMachine`, answering clerks and other groups, and following
+the controller. The same RPC → proposal → answer-when-applied shape as :mod:`kvraft.server` (the
+waiter logic is the same, written again here so that services do not import each other).
+
+RPCs (each returns ``None`` when this peer is down):
+
+- ``kv(ops)``: a batch of client operations. The leader refuses at once (wrong-group results, nothing
+  proposed) the operations on shards it does not serve in its applied state, proposes the rest as
+  one entry, and answers ``("ok", [result, ...])`` once it is applied, where a result is a value,
+  ``None`` or an :class:`~shardkv.ops.OpError` (wrong group when the shard moved before the entry was
+  applied). Otherwise ``("wrong_leader", hint)`` or ``("timeout", None)``, as in kvraft.
+- ``pull(num, shards)``: another group, which owns ``shards`` from configuration ``num`` on, asks for
+  them. Any replica that has applied configuration ``num`` with all of them leaving answers
+  ``("ok", ((shard, data, dedup), ...))``: a leaving shard's data is frozen from the configuration
+  entry until it is deleted, so every replica holds the same copy. Otherwise ``("not_ready", n)``
+  with this replica's configuration number.
+- ``delete(num, shards)``: the new owner has installed ``shards`` (configuration ``num``). The
+  leader proposes a ``DELETE`` and answers ``("ok", None)`` once it is applied; any replica already
+  past ``num`` (or at ``num`` with none of them left) answers ``ok`` at once, since a group leaves
+  configuration ``num`` only after its leaving shards are deleted.
+
+Background work, on the actor's event loop, on the leader only (every ``poll_s``):
+
+1. a new leader first proposes a no-op, so that entries of earlier terms commit and its applied
+   state catches up;
+2. when the group is settled, it asks the controller for configuration ``current + 1`` and proposes
+   it (a :class:`shardctrler.AsyncClerk` through :class:`~shardkv.endpoints.CtrlerEndpoints`);
+3. for each group it must pull shards from, it pulls them and proposes an ``INSTALL``: every shard is
+   served as soon as its own install is applied, whatever happens to the others (challenge 2);
+4. for each group holding copies of shards installed here, it asks for their deletion and then
+   proposes ``GC_DONE`` (challenge 1: the storage of moved-away shards is reclaimed).
+
+Each task is one attempt with deadlines; a task per peer group, so a dead group stalls only the
+shards that come from it. Nothing blocks the loop: every remote call is awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import ray
+
+from actors.replica import ReplicaActor, ReplicaSpec
+from shardctrler.async_clerk import AsyncClerk as CtrlerAsyncClerk
+from shardkv.endpoints import CtrlerEndpoints, DirectRouter, NetworkRouter
+from shardkv.ops import (
+    CLIENT,
+    CONFIG,
+    DELETE,
+    GC_DONE,
+    INSTALL,
+    NOT_READY,
+    OK,
+    TIMEOUT,
+    WRONG_GROUP,
+    WRONG_LEADER,
+    Batch,
+    op_problem,
+)
+from shardkv.statemachine import ARRIVING, GC_PENDING, LEAVING, ShardKVStateMachine
+
+log = logging.getLogger("raykv.shardkv")
+
+#: what a waiter's future holds when its entry was lost (another leader's entry took the index)
+_LOST = object()
+
+#: default for how long the server waits for a proposal to be applied before answering "timeout"
+DEFAULT_SERVER_WAIT_S = 2.0
+#: default period of the leader's background work (the reference polls the controller every 100 ms)
+DEFAULT_POLL_S = 0.1
+#: default deadline of one call to another group or to the controller
+DEFAULT_PEER_TIMEOUT_S = 1.0
+
+
+def make_router(routing: tuple, prefix: str) -> NetworkRouter | DirectRouter:
+    """A router from its description: ``("network", network_handle)`` or
+    ``("direct", {name: handle}, namespace)``."""
+    if routing[0] == "network":
+        return NetworkRouter(routing[1], prefix)
+    if routing[0] == "direct":
+        return DirectRouter(routing[1], routing[2])
+    raise ValueError(f"unknown routing {routing[0]!r}: expected 'network' or 'direct'")
+
+
+class ShardKVReplica(ReplicaActor):
+    """A Raft peer of shard group ``spec.extra["gid"]``. Create it with :func:`shardkv_replica_actor`.
+
+    ``spec.extra``: ``gid``; ``ctrlers`` (the controller's server names); ``routing`` (see
+    :func:`make_router`); optional ``server_wait_s``, ``poll_s``, ``peer_timeout_s``.
+    """
+
+    def __init__(self, spec: ReplicaSpec) -> None:
+        super().__init__(spec)
+        extra = spec.extra
+        self.gid = int(extra["gid"])
+        self._ctrler_names = tuple(extra["ctrlers"])
+        self._routing = tuple(extra["routing"])
+        self._wait_s = float(extra.get("server_wait_s", DEFAULT_SERVER_WAIT_S))
+        self._poll_s = float(extra.get("poll_s", DEFAULT_POLL_S))
+        self._peer_timeout_s = float(extra.get("peer_timeout_s", DEFAULT_PEER_TIMEOUT_S))
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._waiter_term = -1
+        self._noop_term = -1
+        self._jobs: dict[Any, asyncio.Task] = {}
+        self._router: NetworkRouter | DirectRouter | None = None
+        self._ctrl: CtrlerAsyncClerk | None = None
+        #: per peer gid, the server index that answered last
+        self._peer_leader: dict[int, int] = {}
+        #: migration steps applied here, for status and measurements (see :meth:`shard_events`)
+        self.events: list[tuple[str, int, tuple[int, ...], float]] = []
+
+    @property
+    def ssm(self) -> ShardKVStateMachine | None:
+        return self.sm  # type: ignore[return-value]
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self, incarnation: int, transport: tuple) -> None:
+        await super().start(incarnation, transport)
+        self._router = make_router(self._routing, f"{self.spec.name}.{incarnation}")
+        self._ctrl = None
+        self._noop_term = -1
+        self._jobs = {}
+        self._spawn(self._background(incarnation))
+
+    async def crash(self) -> None:
+        self._fail_waiters()
+        ctrl, self._ctrl = self._ctrl, None
+        await super().crash()
+        if ctrl is not None:
+            await ctrl.close()
+
+    # -- RPCs ------------------------------------------------------------------------------------
+
+    async def rpc_kv(self, ops: Batch) -> tuple[str, Any] | None:
+        """Client operations (see the module docstring)."""
+        core, sm = self.core, self.ssm
+        if core is None or sm is None:
+            return None
+        if not core.is_leader:
+            return WRONG_LEADER, core.leader_id
+        if not isinstance(ops, tuple) or not ops:
+            return OK, []
+        # malformed operations go through, for the state machine to refuse with a clear error
+        served = [i for i, op in enumerate(ops) if op_problem(op, sm.nshards) is not None or sm.serves(op[5])]
+        if not served:
+            return OK, [WRONG_GROUP] * len(ops)
+        if len(served) == len(ops):
+            return await self._propose_wait((CLIENT, ops))
+        reply = await self._propose_wait((CLIENT, tuple(ops[i] for i in served)))
+        if reply is None or reply[0] != OK:
+            return reply
+        results: list[Any] = [WRONG_GROUP] * len(ops)
+        for i, r in zip(served, reply[1], strict=True):
+            results[i] = r
+        return OK, results
+
+    async def kv(self, data: bytes) -> bytes | None:
+        """``rpc_kv`` for clerks that call the actor directly, with the batch and the answer pickled."""
+        if self.core is None:
+            return None
+        reply = await self.rpc_kv(pickle.loads(data))
+        return None if reply is None else pickle.dumps(reply, protocol=5)
+
+    async def rpc_pull(self, num: int, shards: tuple[int, ...]) -> tuple[str, Any] | None:
+        """Copies of ``shards`` for their new owner in configuration ``num`` (any replica)."""
+        sm = self.ssm
+        if self.core is None or sm is None:
+            return None
+        exported = sm.export(num, tuple(shards))
+        if exported is None:
+            return NOT_READY, sm.config.num
+        return OK, exported
+
+    async def rpc_delete(self, num: int, shards: tuple[int, ...]) -> tuple[str, Any] | None:
+        """The new owner of ``shards`` (configuration ``num``) has them: delete the leaving copies."""
+        core, sm = self.core, self.ssm
+        if core is None or sm is None:
+            return None
+        shards = tuple(shards)
+        if sm.config.num > num or (sm.config.num == num and not any(
+                s in sm.shards and sm.shards[s].status == LEAVING for s in shards)):
+            return OK, None
+        if sm.config.num < num:
+            return NOT_READY, sm.config.num
+        if not core.is_leader:
+            return WRONG_LEADER, core.leader_id
+        reply = await self._propose_wait((DELETE, num, shards))
+        if reply is not None and reply[0] == OK:
+            return OK, None
+        return reply
+
+    # -- proposals and waiters -------------------------------------------------------------------
+
+    async def _propose_wait(self, command: Any) -> tuple[str, Any] | None:
+        """Propose ``command`` and wait for it to be applied: ``(ok, result)``, ``(wrong_leader,
+        hint)``, ``(timeout, None)``, or ``None`` if this peer is down."""
+        core = self.core
+        if core is None:
+            return None
+        index, term, is_leader = core.propose(command)
+        if not is_leader:
+            return WRONG_LEADER, core.leader_id
+        if term != self._waiter_term:
+            self._fail_waiters()
+            self._waiter_term = term
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = fut
+        self._schedule_flush()
+        try:
+            result = await asyncio.wait_for(fut, self._wait_s)
+        except asyncio.TimeoutError:
+            if self._waiters.get(index) is fut:
+                del self._waiters[index]
+            return TIMEOUT, None
+        if result is _LOST:
+            core = self.core
+            return WRONG_LEADER, (core.leader_id if core is not None else None)
+        return OK, result
+
+    def _on_applied(self, index: int, term: int, command: Any, result: Any) -> None:
+        if isinstance(command, tuple) and command and command[0] != CLIENT:
+            self._record(command, result)
+        fut = self._waiters.pop(index, None)
+        if fut is not None and not fut.done():
+            fut.set_result(result if term == self._waiter_term else _LOST)
+
+    def _on_snapshot_restored(self, index: int) -> None:
+        for i in [i for i in self._waiters if i <= index]:
+            fut = self._waiters.pop(i)
+            if not fut.done():
+                fut.set_result(_LOST)
+
+    def _drain(self, reply_to: int | None = None) -> list:
+        replies = super()._drain(reply_to)
+        if self._waiters:
+            core = self.core
+            if core is None or not core.is_leader or core.term != self._waiter_term:
+                self._fail_waiters()
+        return replies
+
+    def _fail_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for fut in waiters.values():
+            if not fut.done():
+                fut.set_result(_LOST)
+
+    # -- background work (leader only) -----------------------------------------------------------
+
+    async def _background(self, inc: int) -> None:
+        while inc == self.incarnation:
+            await asyncio.sleep(self._poll_s)
+            core, sm = self.core, self.ssm
+            if inc != self.incarnation or core is None or sm is None or not core.is_leader:
+                continue
+            if core.term != self._noop_term:
+                self._noop_term = core.term
+                core.propose(None)
+                self._schedule_flush()
+                continue  # let the applied state catch up first
+            num = sm.config.num
+            if sm.settled():
+                self._launch(("config", num), self._next_config, inc, num)
+            for peer, shards in sm.with_status(ARRIVING).items():
+                self._launch(("pull", peer, num), self._pull, inc, num, peer, tuple(shards))
+            for peer, shards in sm.with_status(GC_PENDING).items():
+                self._launch(("gc", peer, num), self._collect, inc, num, peer, tuple(shards))
+
+    def _launch(self, key: Any, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Start ``fn(*args)`` unless the job ``key`` is still running (one attempt at a time)."""
+        job = self._jobs.get(key)
+        if job is not None and not job.done():
+            return
+        self._jobs = {k: t for k, t in self._jobs.items() if not t.done()}
+        task = asyncio.get_running_loop().create_task(self._guard(key, fn(*args)))
+        self._jobs[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, key: Any, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: log it and let the next round try again
+            log.exception("shard group %d (%s): background job %r failed", self.gid, self.spec.name, key)
+
+    async def _ctrler(self) -> CtrlerAsyncClerk:
+        if self._ctrl is None:
+            assert self._router is not None
+            endpoints = await CtrlerEndpoints(self._router, self._ctrler_names).aensure()
+            self._ctrl = CtrlerAsyncClerk(endpoints, attempt_timeout=self._peer_timeout_s,  # type: ignore[arg-type]
+                                          retry_pause=self._poll_s)
+        return self._ctrl
+
+    async def _next_config(self, inc: int, num: int) -> None:
+        ctrl = await self._ctrler()
+        try:
+            config = await ctrl.query(num + 1, timeout=3 * self._peer_timeout_s)
+        except TimeoutError:
+            return
+        if inc != self.incarnation or config.num != num + 1:
+            return
+        await self._propose_wait((CONFIG, config))
+
+    async def _pull(self, inc: int, num: int, peer: int, shards: tuple[int, ...]) -> None:
+        reply = await self._ask_group(inc, peer, "pull", (num, shards))
+        if reply is None or reply[0] != OK or inc != self.incarnation:
+            return
+        await self._propose_wait((INSTALL, num, reply[1]))
+
+    async def _collect(self, inc: int, num: int, peer: int, shards: tuple[int, ...]) -> None:
+        reply = await self._ask_group(inc, peer, "delete", (num, shards))
+        if reply is None or reply[0] != OK or inc != self.incarnation:
+            return
+        await self._propose_wait((GC_DONE, num, shards))
+
+    async def _ask_group(self, inc: int, peer: int, method: str, args: tuple) -> Any:
+        """Try the servers of group ``peer`` (one round, following leader hints) until one answers
+        ``ok``; returns that reply, or the last reply (``None`` if no server answered)."""
+        sm, router = self.ssm, self._router
+        if sm is None or router is None:
+            return None
+        servers = sm.addresses.get(peer, ())
+        if not servers:
+            log.error("shard group %d: no address known for group %d", self.gid, peer)
+            return None
+        n = len(servers)
+        i = self._peer_leader.get(peer, 0) % n
+        reply: Any = None
+        for _ in range(n + 1):
+            if inc != self.incarnation:
+                return None
+            reply = await router.call(servers[i], method, args, self._peer_timeout_s)
+            if isinstance(reply, tuple) and reply[0] == OK:
+                self._peer_leader[peer] = i
+                return reply
+            hint = reply[1] if isinstance(reply, tuple) and reply[0] == WRONG_LEADER else None
+            i = hint if isinstance(hint, int) and 0 <= hint < n and hint != i else (i + 1) % n
+        return reply
+
+    def _record(self, command: tuple, result: Any) -> None:
+        """Remember when a migration step was applied here (for status and measurements)."""
+        sm = self.ssm
+        tag = command[0]
+        if tag == CONFIG and result is True and sm is not None:
+            what, num, shards = "config", sm.config.num, tuple(sorted(
+                s for s, sh in sm.shards.items() if sh.status == ARRIVING))
+        elif tag in (INSTALL, DELETE, GC_DONE) and isinstance(result, tuple) and result:
+            what = {INSTALL: "installed", DELETE: "deleted", GC_DONE: "gc_done"}[tag]
+            num, shards = command[1], result
+        else:
+            return
+        self.events.append((what, num, shards, time.monotonic()))
+        if len(self.events) > 2000:
+            del self.events[:-1000]
+
+    # -- queries for tests and tools -------------------------------------------------------------
+
+    async def shard_stats(self) -> dict[str, Any]:
+        """The state machine's status (configuration, shards by status, resident bytes), the role,
+        the term, and the Raft state and snapshot sizes."""
+        sm = self.ssm
+        stats: dict[str, Any] = sm.status() if sm is not None else {"gid": self.gid}
+        core = self.core
+        stats["role"] = core.role if core is not None else "down"
+        stats["term"] = core.term if core is not None else 0
+        stats["pending"] = len(self._waiters)
+        stats["raft_state_size"] = self.storage.raft_state_size()
+        stats["snapshot_size"] = self.storage.snapshot_size()
+        return stats
+
+    async def shard_events(self) -> list[tuple[str, int, tuple[int, ...], float]]:
+        """Migration steps this replica applied, ``(what, num, shards, time.monotonic())``: ``config``
+        (with the shards that became arriving), ``installed``, ``gc_done``, ``deleted``. The last
+        1,000 to 2,000 are kept; a restarted replica starts a new list when it re-applies."""
+        return list(self.events)
+
+
+def shardkv_replica_actor(max_concurrency: int = 1000, **options: Any) -> Any:
+    """The Ray actor class for :class:`ShardKVReplica`: async, no CPU reserved, no retries.
+
+    ``options`` are passed to ``ray.remote`` (e.g. ``scheduling_strategy``, ``name``).
+    """
+    return ray.remote(num_cpus=0, max_concurrency=max_concurrency, max_restarts=0,
+                      max_task_retries=0, **options)(ShardKVReplica)
