@@ -130,7 +130,7 @@ class AsyncClerk(ClerkCore):
                     if not p.future.done():
                         p.future.set_result(result)
                 return
-            self.check_reply(reply)
+            self.check_reply(server, reply)
             last[0] = f"{name}: " + (f"no answer within {self.attempt_timeout:.2g} s"
                                      if reply == "no answer" else self.outcome(reply))
             server = self.route(server, reply)

@@ -39,8 +39,8 @@ from shardctrler.config import Config
 from shardctrler.endpoints import Endpoints
 from shardctrler.errors import CtrlerTimeoutError, RefusedError
 from shardctrler.ops import (
-    BAD_BATCH,
     ERR_BAD_REQUEST,
+    INVALID,
     JOIN,
     LEAVE,
     MOVE,
@@ -121,11 +121,12 @@ class ClerkCore:
                 return hint
         return (server + 1) % self.n
 
-    @staticmethod
-    def check_reply(reply: Any) -> None:
+    def check_reply(self, server: int, reply: Any) -> None:
         """Raise for an answer that retrying cannot fix (the call itself was malformed)."""
-        if isinstance(reply, tuple) and reply[0] == BAD_BATCH:
-            raise RefusedError(ERR_BAD_REQUEST, f"the controller refused the call: {reply[1]}", sent=True)
+        if isinstance(reply, tuple) and reply[0] == INVALID:
+            raise RefusedError(ERR_BAD_REQUEST, f"{self.endpoints.names[server]} refused the call: "
+                                                f"{reply[1]}. Nothing was proposed; this is a bug in the "
+                                                "caller (clerks check their input before sending)", sent=True)
 
     @staticmethod
     def outcome(reply: Any) -> str:
@@ -191,7 +192,7 @@ class Clerk(ClerkCore):
             if isinstance(reply, tuple) and reply[0] == OK:
                 self.leader = server
                 return reply[1]
-            self.check_reply(reply)
+            self.check_reply(server, reply)
             last = f"{name}: " + (f"no answer within {wait:.2g} s" if reply == "no answer"
                                   else self.outcome(reply))
             server = self.route(server, reply)

@@ -45,8 +45,9 @@ Batch = tuple[Op, ...]
 OK = "ok"
 WRONG_LEADER = "wrong_leader"
 TIMEOUT = "timeout"
-#: the call itself was malformed (not a non-empty tuple of operations); nothing was proposed
-BAD_BATCH = "bad_batch"
+#: ``("invalid", reason)``: the call is not a well-formed batch (see :func:`batch_problem`); nothing
+#: was proposed (the same answer as kvraft's)
+INVALID = "invalid"
 
 # Refusal codes.
 ERR_BAD_REQUEST = "bad_request"  # wrong types or shape
@@ -69,6 +70,34 @@ class Refusal:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def batch_problem(ops: Any) -> str | None:
+    """Why ``ops`` is not a well-formed :data:`Batch` (a reason a person can act on), or ``None``.
+
+    A batch is a non-empty tuple (or list) of operations ``(kind, args, client_id, seq)``: ``kind``
+    one of :data:`JOIN`, :data:`LEAVE`, :data:`MOVE`, :data:`QUERY`; ``client_id`` an ``int`` >= 0;
+    ``seq`` an ``int`` >= 1. The server refuses a malformed batch before proposing it. The ``args``
+    are not checked here: a bad request is the state machine's to refuse (with a :class:`Refusal`
+    that the dedup table remembers), and the clerks check them before sending anyway.
+    """
+    if not isinstance(ops, (tuple, list)):
+        return f"a batch must be a tuple of operations, got {type(ops).__name__}: {ops!r:.80}"
+    if not ops:
+        return "a batch must hold at least one operation"
+    for k, op in enumerate(ops):
+        if not isinstance(op, (tuple, list)) or len(op) != 4:
+            return (f"operation {k} must be a tuple (kind, args, client_id, seq), "
+                    f"got {type(op).__name__}: {op!r:.80}")
+        kind, _, client, seq = op
+        if not _is_int(kind) or kind not in KIND_NAMES:
+            return (f"operation {k} has unknown kind {kind!r:.40} (expected one of "
+                    f"{', '.join(f'{c} {n}' for c, n in KIND_NAMES.items())})")
+        if not _is_int(client) or client < 0:
+            return f"operation {k}: the client id must be an int >= 0, got {client!r:.40}"
+        if not _is_int(seq) or seq < 1:
+            return f"operation {k}: the sequence number must be an int >= 1, got {seq!r:.40}"
+    return None
 
 
 def check_gid(gid: Any) -> int:

@@ -12,7 +12,8 @@ batch as one log entry and answers once that entry is applied, with one result p
   entry at its index turned out to be another leader's; ``hint`` is the peer id it believes leads
   (or ``None``);
 - ``("timeout", None)``: not applied within ``server_wait_s`` (a minority leader, say);
-- ``("bad_batch", message)``: the call was not a non-empty tuple of operations; nothing proposed;
+- ``("invalid", reason)``: the call is not a well-formed batch (see
+  :func:`~shardctrler.ops.batch_problem`); it was checked before anything was proposed;
 - ``None``: this peer is down (crashed, or the call was addressed to a dead incarnation).
 
 Only ``ok`` means the operations were applied. After ``wrong_leader``, ``timeout`` or ``None`` they
@@ -32,7 +33,7 @@ from typing import Any
 import ray
 
 from actors.replica import ReplicaActor, ReplicaSpec
-from shardctrler.ops import BAD_BATCH, OK, TIMEOUT, WRONG_LEADER, Batch
+from shardctrler.ops import INVALID, OK, TIMEOUT, WRONG_LEADER, Batch, batch_problem
 
 #: what a waiter's future holds when its entry was lost (another leader's entry took the index)
 _LOST = object()
@@ -60,9 +61,9 @@ class CtrlerReplica(ReplicaActor):
         core = self.core
         if core is None:
             return None
-        if not isinstance(ops, (tuple, list)) or not ops:
-            return BAD_BATCH, (f"ctrl takes a non-empty tuple of operations (kind, args, client_id, seq), "
-                               f"got {type(ops).__name__}: {ops!r:.80}")
+        problem = batch_problem(ops)
+        if problem is not None:
+            return INVALID, problem
         index, term, is_leader = core.propose(tuple(ops))
         if not is_leader:
             return WRONG_LEADER, core.leader_id

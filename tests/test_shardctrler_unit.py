@@ -297,6 +297,50 @@ def test_arbitrary_requests_never_break_the_invariants(requests):
             assert result == before[-1].num + 1 and len(sm.configs) == len(before) + 1
 
 
+@pytest.mark.parametrize("ops,reason", [
+    ("x", "must be a tuple of operations"),
+    ((), "at least one operation"),
+    (((JOIN, (), 1),), "operation 0 must be a tuple (kind, args, client_id, seq)"),
+    (((QUERY, -1, 1, 1), (9, -1, 1, 2)), "operation 1 has unknown kind 9"),
+    (((QUERY, -1, -1, 1),), "client id must be an int >= 0"),
+    (((QUERY, -1, 1, 0),), "sequence number must be an int >= 1"),
+    (((QUERY, -1, 1, True),), "sequence number must be an int >= 1"),
+])
+def test_batch_problem_names_what_is_wrong(ops, reason):
+    from shardctrler.ops import batch_problem
+
+    assert reason in batch_problem(ops)
+    assert batch_problem(((JOIN, "not even checked here", 1, 1), (QUERY, -1, 1, 2))) is None
+
+
+def test_clerk_raises_at_once_on_an_invalid_answer():
+    from shardctrler.async_clerk import AsyncClerk
+
+    class Invalid(_FakeGroup):
+        def submit(self, server, ops):
+            import concurrent.futures
+
+            self.calls.append(ops)
+            fut = concurrent.futures.Future()
+            fut.set_result(("invalid", "a batch must hold at least one operation"))
+            return _FakeRef(fut)
+
+    group = Invalid()
+
+    async def main():
+        ck = AsyncClerk(group, attempt_timeout=1.0)
+        ck.leader = 2
+        with pytest.raises(RefusedError, match="s2 refused the call: a batch must hold") as e:
+            await asyncio.wait_for(ck.query(), 5)
+        assert e.value.sent and e.value.code == ERR_BAD_REQUEST
+        ck.leader = 0
+        with pytest.raises(RefusedError, match="s0 refused the call"):
+            await asyncio.wait_for(ck.query(), 5)
+
+    asyncio.run(main())
+    assert len(group.calls) == 2, "no retries after an invalid answer"
+
+
 # ------------------------------------------------------------------------------------------------
 # Exactly once
 # ------------------------------------------------------------------------------------------------
@@ -686,7 +730,9 @@ def test_ctrler_replicas_in_process_snapshot_restart_and_dedup():
         assert all(s["snapshot_index"] > 0 for s in statuses), statuses
         leader = next(r for r in replicas if r.core.is_leader)
         reply = await leader.rpc(None, "ctrl", ("junk",))
-        assert reply[0] == "bad_batch" and "non-empty tuple of operations" in reply[1]
+        assert reply == ("invalid", "a batch must be a tuple of operations, got str: 'junk'")
+        reply = await leader.rpc(None, "ctrl", (((JOIN, ((5, ("x",)),), ck.client_id, 0),),))
+        assert reply[0] == "invalid" and "sequence number must be an int >= 1" in reply[1]
         # resend the last join under the same client id and number: it gets its first answer; a
         # copy of the clerk's first operation is stale
         assert await ck.join({99: servers(99)}, timeout=10) == 41
