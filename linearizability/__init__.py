@@ -2,8 +2,10 @@
 
 Record what clients saw (:class:`Recorder`), then :func:`check` the history against a sequential
 :class:`Model` (:class:`RegisterModel`, :class:`KVModel`, or your own).  Histories that are not
-linearizable can be drawn as a self-contained HTML page (:func:`write_html`).  The command line
-is ``python -m linearizability check --help``.
+linearizable can be drawn as a self-contained HTML page (:func:`write_html`).  A check stops at
+the first partition found not linearizable (``all_partitions=True`` checks them all) and runs
+under a time and a memory budget, answering UNKNOWN with the reason when one runs out.  The
+command line is ``python -m linearizability check --help``.
 
     >>> from linearizability import Operation, RegisterModel, check
     >>> history = [
@@ -15,6 +17,7 @@ is ``python -m linearizability check --help``.
     <Verdict.NOT_LINEARIZABLE: 'not linearizable'>
 """
 
+from .budget import Limits, default_memory_limit
 from .checker import CheckResult, PartitionResult, check, check_events
 from .history import (
     UNKNOWN,
@@ -30,7 +33,7 @@ from .parsers import HistoryFormatError, parse_file, parse_jepsen, parse_kv
 from .partition import Partition, partition
 from .recorder import PendingOperation, Record, Recorder, history_from_records
 from .report import render_html, write_html
-from .search import SearchOutcome, Verdict, search
+from .search import SearchOutcome, Verdict, search, search_steps
 
 __all__ = [
     "REJECT",
@@ -41,6 +44,7 @@ __all__ = [
     "HistoryError",
     "HistoryFormatError",
     "KVModel",
+    "Limits",
     "Model",
     "ModelInputError",
     "Operation",
@@ -55,6 +59,7 @@ __all__ = [
     "Verdict",
     "check",
     "check_events",
+    "default_memory_limit",
     "history_from_records",
     "operations_from_events",
     "parse_file",
@@ -63,6 +68,7 @@ __all__ = [
     "partition",
     "render_html",
     "search",
+    "search_steps",
     "validate_history",
     "write_html",
 ]

@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .checker import check
+from .budget import parse_size
+from .checker import CheckResult, PartitionResult, check
 from .models import KVModel, Model, RegisterModel
 from .parsers import FORMATS, HistoryFormatError, parse_file
 from .report import write_html
 from .search import Verdict
 
-__all__ = ["EXIT_NOT_LINEARIZABLE", "EXIT_OK", "EXIT_UNKNOWN", "build_parser", "main"]
+__all__ = ["EXIT_NOT_LINEARIZABLE", "EXIT_OK", "EXIT_UNKNOWN", "build_parser", "explain", "main"]
 
 EXIT_OK = 0
 EXIT_NOT_LINEARIZABLE = 1
@@ -32,8 +33,13 @@ DESCRIPTION = """\
 Check whether recorded histories of concurrent operations are linearizable.
 
 Prints one line per file: 'FILE: linearizable|not linearizable|unknown (N.NNs)'.
-A file that cannot be read or parsed gets no verdict line; a message on stderr says
-which line is wrong and what was expected there.
+On stderr, for each key (partition) that is not linearizable or unknown, a line
+'FILE: key K ...' says which operation could not be linearized, after how many, in
+which state, or which budget ran out.  A file that cannot be read or parsed gets no
+verdict line; a message on stderr says which line is wrong and what was expected there.
+
+The check stops at the first key found not linearizable (the keys are checked in
+turns, smallest first), unless --all-partitions is given.
 """
 
 EPILOG = """\
@@ -52,10 +58,13 @@ formats:
 exit status:
   0  every file is linearizable
   1  some file is not linearizable (and none is unknown or unreadable)
-  2  some file is unknown (--timeout ran out) or could not be read or parsed
+  2  some file is unknown (--timeout or --memory-limit ran out) or could not be read
+     or parsed
 
-example:
+examples:
   python -m linearizability check --format kv --timeout 10 --html reports/ c10-bad.txt
+  python -m linearizability check --format kv --all-partitions --timeout 5 \
+      --memory-limit 1G c10-bad.txt        # every failing key, 5 s and 1 GB each
 """
 
 
@@ -83,6 +92,20 @@ def build_parser(prog: str = "python -m linearizability") -> argparse.ArgumentPa
         help="give up on a file after this many seconds and answer 'unknown' (default: no limit)",
     )
     parser.add_argument(
+        "--memory-limit",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="answer 'unknown' rather than let the check grow the process by more than SIZE, "
+        "e.g. 800M or 2G (default: half of this machine's memory, at most 3/4 of what is free)",
+    )
+    parser.add_argument(
+        "--all-partitions",
+        action="store_true",
+        help="check every key to the end, each under its own --timeout and --memory-limit, "
+        "instead of stopping at the first key that is not linearizable",
+    )
+    parser.add_argument(
         "--html",
         type=Path,
         default=None,
@@ -101,6 +124,51 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
     return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _where(part: PartitionResult) -> str:
+    return "the history" if part.key is None else f"key {part.key!r}"
+
+
+def explain(result: CheckResult) -> list[str]:
+    """Lines that say why a result is not LINEARIZABLE: for each partition that is not
+    linearizable, the operation where every attempt failed, how far the search got and the
+    model state there; for each unknown partition, the budget that ran out; and how many
+    partitions were left unchecked once the verdict was known."""
+    model = result.model
+    lines = []
+    for part in result.partitions:
+        if part.verdict is Verdict.NOT_LINEARIZABLE:
+            line = f"{_where(part)} is not linearizable"
+            if part.failed is not None:
+                op = part.operations[part.failed]
+                ret = "never" if op.unknown or op.ret is None else f"{op.ret:g}"
+                line += (
+                    f": {model.describe_operation(op.input, op.output)} by client {op.client} "
+                    f"(called at {op.call:g}, returned {ret}) could not be linearized after "
+                    f"{len(part.order)} of its {len(part.operations)} operations; state there: "
+                    f"{model.describe_state(part.state)}"
+                )
+            lines.append(line)
+        elif part.verdict is Verdict.UNKNOWN and not part.skipped:
+            lines.append(
+                f"{_where(part)} is unknown: {part.reason or 'no verdict'} "
+                f"(after {part.explored:,} configurations, {part.elapsed:.2f}s)"
+            )
+    skipped = result.skipped
+    if skipped:
+        lines.append(
+            f"stopped at the first key found not linearizable; {len(skipped)} other "
+            f"key{'s' if len(skipped) > 1 else ''} not checked to the end (--all-partitions checks all)"
+        )
+    return lines
 
 
 def _report_path(directory: Path, file: str, used: set[Path]) -> Path:
@@ -129,7 +197,8 @@ def main(
     elif not args_list:
         print(
             f"usage: {prog} check --format jepsen|kv [--whole] [--timeout SECONDS] "
-            f"[--html DIR] FILE...\n(try '{prog} check --help')",
+            f"[--memory-limit SIZE] [--all-partitions] [--html DIR] FILE...\n"
+            f"(try '{prog} check --help')",
             file=err,
         )
         return EXIT_UNKNOWN
@@ -150,10 +219,22 @@ def main(
             status = EXIT_UNKNOWN
             continue
         model = MODELS[args.format]()
-        remaining = None if args.timeout is None else max(args.timeout - (time.monotonic() - start), 0.0)
-        result = check(history, model, partitioned=not args.whole, timeout=remaining)
+        if args.timeout is None or args.all_partitions:
+            budget = args.timeout
+        else:
+            budget = max(args.timeout - (time.monotonic() - start), 0.0)
+        result = check(
+            history,
+            model,
+            partitioned=not args.whole,
+            timeout=budget,
+            memory_limit=args.memory_limit,
+            all_partitions=args.all_partitions,
+        )
         elapsed = time.monotonic() - start
         print(f"{file}: {result.verdict} ({elapsed:.2f}s)", file=out, flush=True)
+        for line in explain(result):
+            print(f"{file}: {line}", file=err, flush=True)
         if result.verdict is Verdict.NOT_LINEARIZABLE:
             status = max(status, EXIT_NOT_LINEARIZABLE)
         elif result.verdict is Verdict.UNKNOWN:

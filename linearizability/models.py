@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .history import UNKNOWN, Operation
+from .kvstates import EMPTY, PrefixTable
 
 __all__ = [
     "REJECT",
@@ -67,13 +68,18 @@ class CompiledHistory:
 
     Invariants: ``len(steps) == len(pure) == number of operations``; ``pure[i]`` is True only if
     operation ``i`` never changes the state when it is accepted (reads, refused cas); the search
-    may then linearize it as soon as it is accepted without trying it later.
+    may then linearize it as soon as it is accepted without trying it later.  ``int_states``
+    promises that every state is an ``int`` in ``[0, 2**32)``, which the search then uses as its
+    own id of the state (otherwise it interns states itself).  ``public_state`` gives the public
+    form of a compiled state, or None for a compiled state that stands for many public states
+    (the checker replays the linearization with :meth:`Model.step` to report the state).
     """
 
     init: Hashable
     steps: list[Transition]
     pure: list[bool]
     public_state: Callable[[Any], Hashable]
+    int_states: bool = False
 
 
 class Model(ABC):
@@ -184,24 +190,38 @@ class RegisterModel(Model):
         return f"cas({a!r}, {b!r}) -> {result}"
 
     def compile(self, operations: Sequence[Operation]) -> CompiledHistory:
+        """Values become small ints (``None`` is 0): equal values get equal ids, so comparing
+        ids is comparing values."""
+        ids: dict[Any, int] = {None: 0}
+        values: list[Any] = [None]
+
+        def intern(value: Any) -> int:
+            found = ids.get(value)
+            if found is None:
+                found = ids[value] = len(values)
+                values.append(value)
+            return found
+
         steps: list[Transition] = []
         pure: list[bool] = []
         for op in operations:
             kind, a, b = _register_input(op.input)
             out = op.output
-            steps.append(_register_transition(kind, a, b, out))
+            read = UNKNOWN if kind != "read" or out is UNKNOWN else intern(out)
+            steps.append(_register_transition(kind, intern(a), intern(b), a is None, read, out))
             pure.append(self.pure(op.input, out))
-        return CompiledHistory(None, steps, pure, lambda state: state)
+        return CompiledHistory(0, steps, pure, values.__getitem__, int_states=True)
 
 
-def _register_transition(kind: str, a: Any, b: Any, out: Any) -> Transition:
+def _register_transition(kind: str, a: int, b: int, a_empty: bool, read: Any, out: Any) -> Transition:
+    """``a``, ``b`` and ``read`` are value ids; ``out`` the original output."""
     if kind == "read":
-        if out is UNKNOWN:
+        if read is UNKNOWN:
             return lambda s: s
-        return lambda s: s if s == out else REJECT
+        return lambda s: s if s == read else REJECT
     if kind == "write":
         return lambda s: a
-    if a is None:  # cas from "empty" can never match
+    if a_empty:  # cas from "empty" can never match
         return (lambda s: s) if (out is UNKNOWN or not out) else (lambda s: REJECT)
     if out is UNKNOWN:
         return lambda s: b if s == a else s
@@ -240,9 +260,10 @@ class KVModel(Model):
     """A key-value store with get, put and append on string values.
 
     Public states are tuples of ``(key, value)`` pairs sorted by key, without empty values, so
-    equal stores are equal states.  :meth:`compile` uses a faster internal form: values are
-    interned as small ints (0 is ``""``); the state is that int for a single-key history, else
-    a tuple of them indexed by key.
+    equal stores are equal states.  :meth:`compile` uses a smaller internal form: each key's
+    value is an id in the trie of the values read on that key (0 is ``""``, 1 stands for every
+    value that is a prefix of no value read; see :mod:`linearizability.kvstates`); the state is
+    that id for a single-key history, else a tuple of them indexed by key.
     """
 
     name = "kv"
@@ -278,86 +299,65 @@ class KVModel(Model):
         return f"{kind}({key!r}, {value!r})" + (" -> ?" if output is UNKNOWN else "")
 
     def compile(self, operations: Sequence[Operation]) -> CompiledHistory:
+        """Values become ids in a trie of the values read (see :mod:`linearizability.kvstates`):
+        an exact quotient of the model that collapses every value no get can still see."""
         parsed = [
             (_kv_input(op.input), _kv_read(op.output) if op.input[0] == "get" else None) for op in operations
         ]
         keys = sorted({key for (_, key, _), _ in parsed}, key=repr)
+        reads: dict[Any, list[str]] = {key: [] for key in keys}
+        for (kind, key, _), out in parsed:
+            if kind == "get" and isinstance(out, str):
+                reads[key].append(out)
+        tables = {key: PrefixTable(reads[key]) for key in keys}
         pure = [kind == "get" for (kind, _, _), _ in parsed]
-        values = _Values()
         if len(keys) <= 1:
             only = keys[0] if keys else None
-            steps = [_kv_single(values, kind, value, out) for (kind, _, value), out in parsed]
-            text = values.strings
+            table = tables.get(only) or PrefixTable(())
+            steps = [_kv_single(table, kind, value, out) for (kind, _, value), out in parsed]
 
             def public_single(state: int) -> Hashable:
-                return ((only, text[state]),) if state else ()
+                value = table.text(state)
+                if value is None:
+                    return None
+                return ((only, value),) if value else ()
 
-            return CompiledHistory(0, steps, pure, public_single)
+            return CompiledHistory(EMPTY, steps, pure, public_single, int_states=True)
         index = {key: i for i, key in enumerate(keys)}
-        steps = [_kv_multi(values, kind, index[key], value, out) for (kind, key, value), out in parsed]
-        text = values.strings
+        steps = [_kv_multi(tables[key], kind, index[key], value, out) for (kind, key, value), out in parsed]
+        ordered = [tables[key] for key in keys]
 
         def public(state: tuple[int, ...]) -> Hashable:
-            pairs = ((k, text[v]) for k, v in zip(keys, state, strict=True) if v)
+            values = [table.text(v) for table, v in zip(ordered, state, strict=True)]
+            if None in values:
+                return None
+            pairs = ((k, v) for k, v in zip(keys, values, strict=True) if v)
             return tuple(sorted(pairs, key=lambda kv: repr(kv[0])))
 
-        return CompiledHistory((0,) * len(keys), steps, pure, public)
+        return CompiledHistory((EMPTY,) * len(keys), steps, pure, public)
 
 
-class _Values:
-    """Interns the strings a key can hold: compiled states hold small ints, so comparing and
-    hashing states costs the same however long the values grow, and each distinct append is
-    concatenated once.  Invariant: ``strings[ids[s]] == s`` and ``ids[""] == 0``."""
-
-    __slots__ = ("ids", "strings")
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {"": 0}
-        self.strings: list[str] = [""]
-
-    def id(self, value: str) -> int:
-        found = self.ids.get(value)
-        if found is None:
-            found = self.ids[value] = len(self.strings)
-            self.strings.append(value)
-        return found
-
-    def appender(self, value: str) -> Callable[[int], int]:
-        """A memoised ``id -> id of (string + value)``."""
-        memo: dict[int, int] = {}
-        strings = self.strings
-        intern = self.id
-
-        def append(old: int) -> int:
-            new = memo.get(old)
-            if new is None:
-                new = memo[old] = intern(strings[old] + value)
-            return new
-
-        return append
-
-
-def _kv_single(values: _Values, kind: str, value: str, out: Any) -> Transition:
+def _kv_single(table: PrefixTable, kind: str, value: str, out: Any) -> Transition:
     if kind == "get":
         if out is UNKNOWN:
             return lambda s: s
-        target = values.id(out)
+        target = table.id(out)
         return lambda s: s if s == target else REJECT
     if kind == "put":
-        new = values.id(value)
+        new = table.id(value)
         return lambda s: new
-    return values.appender(value)
+    return table.appender(value)
 
 
-def _kv_multi(values: _Values, kind: str, i: int, value: str, out: Any) -> Transition:
+def _kv_multi(table: PrefixTable, kind: str, i: int, value: str, out: Any) -> Transition:
     j = i + 1
     if kind == "get":
         if out is UNKNOWN:
             return lambda s: s
-        target = values.id(out)
+        target = table.id(out)
         return lambda s: s if s[i] == target else REJECT
     if kind == "put":
-        new = values.id(value)
+        new = table.id(value)
         return lambda s: (*s[:i], new, *s[j:])
-    append = values.appender(value)
+    append = table.appender(value)
     return lambda s: (*s[:i], append(s[i]), *s[j:])

@@ -1,6 +1,7 @@
 """A self-contained HTML report of a check (inline CSS and JS, no network).
 
-For each partition that is not linearizable (or whose check ran out of time) the page shows:
+For each partition that is not linearizable (or whose check ran out of its time or memory budget,
+with the reason) the page shows:
 
 * one lane per client, each operation a bar from its call to its return (unknown outcomes are
   hatched and run to the end of the history); the axis is event order by default (every
@@ -170,6 +171,8 @@ def _partition_html(model: Model, part: PartitionResult, number: int) -> tuple[s
         f"<b>{len(part.order)}</b> operations; {part.explored} configurations explored "
         f"in {part.elapsed:.3f} s.</div>"
     )
+    if part.verdict is Verdict.UNKNOWN and part.reason:
+        out.append(f"<div>No verdict: {esc(part.reason)}.</div>")
     if part.failed is not None:
         f = ops[part.failed]
         out.append(
@@ -273,12 +276,14 @@ def _partition_html(model: Model, part: PartitionResult, number: int) -> tuple[s
 
 def render_html(result: CheckResult, title: str = "Linearizability check") -> str:
     """The report as one HTML string.  Shows every partition that is not linearizable or
-    unknown; for a linearizable history it shows the linearization found."""
+    unknown (partitions skipped once the verdict was known are only listed); for a
+    linearizable history it shows the linearization found."""
     esc = html.escape
     model = result.model
-    shown = [p for p in result.partitions if p.verdict is not Verdict.LINEARIZABLE]
+    shown = [p for p in result.partitions if p.verdict is not Verdict.LINEARIZABLE and not p.skipped]
     if not shown:
         shown = list(result.partitions)
+    skipped = result.skipped
     cls = {Verdict.NOT_LINEARIZABLE: "verdict-bad", Verdict.UNKNOWN: "verdict-unknown"}.get(
         result.verdict, "verdict-ok"
     )
@@ -289,6 +294,16 @@ def render_html(result: CheckResult, title: str = "Linearizability check") -> st
         f"{len(result.partitions)} partition(s); checked in {result.elapsed:.3f} s. "
         f"Showing {len(shown)} partition(s).</div>",
     ]
+    if result.reason:
+        body.append(f'<div class="box">No verdict: {esc(result.reason)}.</div>')
+    if skipped:
+        keys = ", ".join(esc(repr(p.key)) for p in skipped[:20]) + (", ..." if len(skipped) > 20 else "")
+        body.append(
+            f'<div class="box">The check stopped at the first partition found not linearizable; '
+            f"{len(skipped)} other partition(s) were not checked to the end ({keys}). "
+            "Check with <code>all_partitions=True</code> (<code>--all-partitions</code>) to "
+            "see every failing one.</div>"
+        )
     data: dict[int, list[Any]] = {}
     for number, part in enumerate(shown, 1):
         section, details = _partition_html(model, part, number)

@@ -11,13 +11,18 @@ walks the list from the head:
   configuration is a dead end: it pops the last choice, *unlifts* it and tries the next call.
 
 Every configuration is put in ``seen`` when entered, and is only ever left by failing, so
-meeting it again means failure (Lowe's cache).  States must be hashable.
+meeting it again means failure (Lowe's cache).
 
 The linearized set is a bitset over operations numbered in call order, stored as ``(low,
 window)``: every operation before ``low`` is linearized, ``low`` itself is not, and bit ``d`` of
 the Python ``int`` ``window`` says whether operation ``low + d`` is.  Only operations called
 before ``low`` returns can be linearized, so ``window`` stays as small as the concurrency, not
-the history: cache keys and bit operations cost the same at operation 10 and 10,000.
+the history.
+
+Cache entries are single ``int`` keys ``(window << L | low) << 32 | state``: states are small
+ints (models that compile to ``int_states`` give them directly; any other state is interned
+here, exactly, by a dict from state to id).  An entry is then one int of 32-40 bytes plus its
+slot in the set, instead of a tuple of three objects.
 
 One reduction on top of that: an operation that is *pure* (it never changes a state that
 accepts it, e.g. a read) is linearized as soon as it is accepted and never tried later.  Moving
@@ -27,22 +32,32 @@ fails, the configuration fails, and the search backtracks at once.
 
 Invariants of the loop: ``(low, window)`` encodes exactly the operations lifted out of the list,
 with bit 0 of ``window`` clear; ``stack`` holds (entry, state, low, window) for every lifted call,
-in order; ``state`` is the model state after applying the lifted operations in stack order.
+in order; ``state`` is the (int) model state after applying the lifted operations in stack order.
+
+:func:`search_steps` is the search as a generator that yields every few thousand backtracks, so
+that a caller can run several searches in turn and stop them early; :func:`search` runs one to
+the end.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Generator, Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
+from .budget import Limits
 from .models import REJECT, CompiledHistory
 
-__all__ = ["SearchOutcome", "Verdict", "search"]
+__all__ = ["SearchOutcome", "Verdict", "search", "search_steps"]
 
-#: How many backtracks happen between two looks at the clock.
+#: How many backtracks happen between two looks at the clock and the memory (and two yields).
 CLOCK_EVERY = 2048
+
+#: Bits of a cache key that hold the state id; ids must stay below ``1 << STATE_BITS``.
+STATE_BITS = 32
 
 
 class Verdict(str, Enum):
@@ -61,13 +76,15 @@ class SearchOutcome:
     """What one search found.
 
     Attributes:
-        verdict: LINEARIZABLE, NOT_LINEARIZABLE, or UNKNOWN when the deadline passed.
+        verdict: LINEARIZABLE, NOT_LINEARIZABLE, or UNKNOWN when a budget ran out.
         order: for LINEARIZABLE a complete linearization (operation indices in order);
             otherwise the longest linearizable prefix the search found.
         state: the compiled model state after ``order``.
         blocked: the operation whose return was reached without it being linearizable after
             ``order`` (every attempt to fit it in failed); None for LINEARIZABLE.
         explored: how many distinct (linearized set, state) configurations were visited.
+        reason: for UNKNOWN, why the search stopped (which budget ran out).
+        cache_bytes: the search's estimate of the memory its cache took at the end.
     """
 
     verdict: Verdict
@@ -75,6 +92,30 @@ class SearchOutcome:
     state: Hashable
     blocked: int | None
     explored: int
+    reason: str | None = None
+    cache_bytes: int = 0
+
+
+def _interned(compiled: CompiledHistory) -> tuple[int, list[Callable[[int], Any]], list[Any]]:
+    """Transitions over int ids of the compiled states (exact: a dict from state to id)."""
+    ids: dict[Any, int] = {compiled.init: 0}
+    states: list[Any] = [compiled.init]
+    reject = REJECT
+
+    def wrap(step: Callable[[Any], Any]) -> Callable[[int], Any]:
+        def on_ids(sid: int) -> Any:
+            new = step(states[sid])
+            if new is reject:
+                return reject
+            found = ids.get(new)
+            if found is None:
+                found = ids[new] = len(states)
+                states.append(new)
+            return found
+
+        return on_ids
+
+    return 0, [wrap(step) for step in compiled.steps], states
 
 
 def search(
@@ -82,16 +123,44 @@ def search(
     calls: Sequence[float],
     ends: Sequence[float],
     deadline: float | None = None,
+    limits: Limits | None = None,
 ) -> SearchOutcome:
     """Decide whether operations ``i`` (called at ``calls[i]``, returning at ``ends[i]``, with
     transition ``compiled.steps[i]``) have a linearization.
 
     ``ends[i]`` may be ``math.inf`` for operations that stay open until the end.  ``deadline``
-    is a :func:`time.monotonic` instant after which the search gives up with UNKNOWN.
+    is a :func:`time.monotonic` instant after which the search gives up with UNKNOWN;
+    ``limits`` a time and memory budget (see :class:`~linearizability.budget.Limits`), which
+    replaces ``deadline`` when both are given.
     """
+    if limits is None and deadline is not None:
+        now = time.monotonic()
+        limits = Limits(timeout=max(deadline - now, 0.0), started=now, baseline=None)
+    steps = search_steps(compiled, calls, ends, limits)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def search_steps(
+    compiled: CompiledHistory,
+    calls: Sequence[float],
+    ends: Sequence[float],
+    limits: Limits | None = None,
+) -> Generator[None, None, SearchOutcome]:
+    """:func:`search` as a generator: yields (None) every :data:`CLOCK_EVERY` backtracks, after
+    looking at ``limits``; its return value (``StopIteration.value``) is the outcome."""
     n = len(calls)
     if n == 0:
         return SearchOutcome(Verdict.LINEARIZABLE, (), compiled.init, None, 0)
+    if compiled.int_states:
+        init: int = compiled.init  # type: ignore[assignment]
+        all_steps: Sequence[Callable[[int], Any]] = compiled.steps
+        states: list[Any] | None = None
+    else:
+        init, all_steps, states = _interned(compiled)
     # Internally, operation k is the k-th to be called (see the module docstring).
     perm = sorted(range(n), key=lambda i: (calls[i], i))
     events = sorted(
@@ -110,23 +179,35 @@ def search(
         else:
             code[position] = k
 
-    steps = [compiled.steps[i] for i in perm]
+    steps = [all_steps[i] for i in perm]
     pure = [compiled.pure[i] for i in perm]
-    seen: set[tuple[int, int, Hashable]] = set()
+    low_bits = n.bit_length()
+    sbits = STATE_BITS
+    seen: set[int] = set()
     seen_add = seen.add
-    stack: list[tuple[int, Hashable, int, int]] = []
+    stack: list[tuple[int, int, int, int]] = []
     push = stack.append
     pop = stack.pop
     reject = REJECT
-    monotonic = time.monotonic
     clock = CLOCK_EVERY
 
-    state = compiled.init
+    def public(sid: int) -> Any:
+        return sid if states is None else states[sid]
+
+    def estimate() -> int:
+        """Bytes held by the cache (entries are ints of about the size of the last key)."""
+        held = sys.getsizeof(seen) + len(seen) * sys.getsizeof(key) + sys.getsizeof(stack) * 2
+        if states is not None:
+            held += len(states) * (100 + sys.getsizeof(states[-1]))
+        return held
+
+    state = init
     low = 0  # every operation k < low is linearized; operation low is not
     window = 0  # bit d set: operation low + d is linearized (bit 0 is always clear)
+    key = 0
     entry = nxt[0]
     best_depth = -1
-    best: tuple[tuple[int, ...], Hashable, int | None] = ((), state, None)
+    best: tuple[tuple[int, ...], int, int | None] = ((), state, None)
 
     while True:
         c = code[entry]
@@ -138,13 +219,18 @@ def search(
             if c == low:
                 w = window | 1
                 t = (~w & (w + 1)).bit_length() - 1  # trailing ones
-                key = (low + t, w >> t, new)
+                new_low = low + t
+                new_window = w >> t
             else:
-                key = (low, window | (1 << (c - low)), new)
+                new_low = low
+                new_window = window | (1 << (c - low))
+            key = (((new_window << low_bits) | new_low) << sbits) | new
             if key not in seen:
                 seen_add(key)
                 push((entry, state, low, window))
-                low, window, state = key
+                low = new_low
+                window = new_window
+                state = new
                 p = prv[entry]
                 q = nxt[entry]
                 nxt[p] = q
@@ -157,7 +243,9 @@ def search(
                 entry = nxt[0]
                 if entry == tail:
                     order = tuple(perm[code[e]] for e, _, _, _ in stack)
-                    return SearchOutcome(Verdict.LINEARIZABLE, order, state, None, len(seen))
+                    return SearchOutcome(
+                        Verdict.LINEARIZABLE, order, public(state), None, len(seen), None, estimate()
+                    )
                 continue
             if not pure[c]:
                 entry = nxt[entry]
@@ -171,7 +259,9 @@ def search(
         while True:
             if not stack:
                 order, best_state, blocked = best
-                return SearchOutcome(Verdict.NOT_LINEARIZABLE, order, best_state, blocked, len(seen))
+                return SearchOutcome(
+                    Verdict.NOT_LINEARIZABLE, order, public(best_state), blocked, len(seen), None, estimate()
+                )
             entry, state, low, window = pop()
             c = code[entry]
             r = ret_entry[c]
@@ -185,6 +275,11 @@ def search(
         clock -= 1
         if not clock:
             clock = CLOCK_EVERY
-            if deadline is not None and monotonic() > deadline:
-                order, best_state, blocked = best
-                return SearchOutcome(Verdict.UNKNOWN, order, best_state, blocked, len(seen))
+            if limits is not None:
+                reason = limits.exceeded(estimate())
+                if reason is not None:
+                    order, best_state, blocked = best
+                    return SearchOutcome(
+                        Verdict.UNKNOWN, order, public(best_state), blocked, len(seen), reason, estimate()
+                    )
+            yield

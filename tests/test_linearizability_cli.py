@@ -72,8 +72,11 @@ def test_jepsen_files_and_exit_status() -> None:
     status, out, err = run("check", "--format", "jepsen", good)
     assert (status, verdicts(out), err) == (0, {good: "linearizable"}, "")
     status, out, err = run("check", "--format", "jepsen", good, bad)
-    assert status == 1 and err == ""
+    assert status == 1
     assert verdicts(out) == {good: "linearizable", bad: "not linearizable"}
+    (why,) = err.splitlines()  # stderr explains the failure, one line per failing partition
+    assert why.startswith(f"{bad}: the history is not linearizable: ")
+    assert "could not be linearized after" in why and "state there:" in why
 
 
 @pytest.mark.parametrize("whole", [False, True])
