@@ -30,8 +30,8 @@ from typing import Any
 
 from shardctrler.async_clerk import AsyncClerk as CtrlerAsyncClerk
 from shardkv.clerk import ClerkCore, check_timeout, is_wrong_group, outcome
-from shardkv.errors import ShardKVTimeoutError
-from shardkv.ops import APPEND, GET, OK, PUT, Op, OpError, check_key, describe
+from shardkv.errors import ShardKVRequestError, ShardKVTimeoutError
+from shardkv.ops import APPEND, GET, INVALID, OK, PUT, Op, OpError, check_key, describe
 
 #: default upper bound on the operations in one call
 DEFAULT_MAX_BATCH = 1024
@@ -226,6 +226,12 @@ class AsyncClerk(ClerkCore):
                     else:
                         p.future.set_result(result)
                 return retry
+            if isinstance(reply, tuple) and reply[0] == INVALID:
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(ShardKVRequestError(
+                            describe(p.op[0], p.op[1]), INVALID, f"{name} refused the call: {reply[1]}"))
+                return []
             for p in live:
                 p.last = f"{name}: {outcome(reply)}"
             i = self.next_server(gid, i, n, reply)

@@ -41,6 +41,7 @@ from shardkv.ops import (
     DEFAULT_MAX_VALUE_BYTES,
     ERR_WRONG_GROUP,
     GET,
+    INVALID,
     OK,
     PUT,
     TIMEOUT,
@@ -224,6 +225,8 @@ class Clerk(ClerkCore):
                     if isinstance(result, OpError):
                         raise self.refused(op, result)
                     return result
+                if isinstance(reply, tuple) and reply[0] == INVALID:
+                    raise ShardKVRequestError(what, INVALID, f"{name} refused the call: {reply[1]}")
                 last = f"{name}: {outcome(reply)}"
                 i = self.next_server(gid, i, n, reply)
             self._refresh(deadline, timeout, what, shard, tried, last)

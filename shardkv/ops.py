@@ -24,8 +24,9 @@ or an Append, or an :class:`OpError` (wrong group, bad request); an operation re
 ``OpError`` had no effect. A malformed command yields an :class:`OpError`, never an exception.
 
 **Server replies** (the first element of what an RPC returns), as in kvraft: :data:`OK`,
-:data:`WRONG_LEADER`, :data:`TIMEOUT`, plus :data:`NOT_READY` for a pull or a delete that the
-other group cannot answer yet (it has not reached the configuration the caller names).
+:data:`WRONG_LEADER`, :data:`TIMEOUT`, :data:`INVALID` (malformed arguments, nothing proposed), plus
+:data:`NOT_READY` for a pull or a delete that the other group cannot answer yet (it has not reached
+the configuration the caller names).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ Batch = tuple[Op, ...]
 
 #: reply of a pull or delete RPC that the other group cannot answer yet
 NOT_READY = "not_ready"
+#: reply to a call whose arguments are malformed (checked before anything is proposed)
+INVALID = "invalid"
 
 # OpError codes.
 ERR_WRONG_GROUP = "wrong_group"  # this group does not serve the shard now (not owned, or not arrived)
@@ -157,6 +160,23 @@ def check_value(value: Any, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> s
         raise ValueError(f"value is {len(value.encode())} bytes, above the limit of {max_value_bytes} "
                          "bytes (raise max_value_bytes on the clerk to allow it)")
     return value
+
+
+def batch_problem(ops: Any) -> str | None:
+    """Why ``ops`` is not a batch (a non-empty tuple), or ``None``. The operations themselves are
+    checked one by one by the state machine, which refuses a malformed one with an :class:`OpError`."""
+    if not isinstance(ops, tuple) or not ops:
+        return f"kv takes a non-empty tuple of operations, got {type(ops).__name__}: {ops!r:.80}"
+    return None
+
+
+def migration_problem(num: Any, shards: Any) -> str | None:
+    """Why ``(num, shards)`` are not the arguments of a pull or delete, or ``None``."""
+    if not _is_int(num) or num < 0:
+        return f"a configuration number must be an int >= 0, got {num!r:.40}"
+    if not isinstance(shards, tuple) or not shards or not all(_is_int(s) and s >= 0 for s in shards):
+        return f"shards must be a non-empty tuple of shard numbers, got {shards!r:.80}"
+    return None
 
 
 def describe(kind: int, key: str) -> str:

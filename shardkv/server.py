@@ -5,6 +5,9 @@ waiter logic is the same, written again here so that services do not import each
 
 RPCs (each returns ``None`` when this peer is down):
 
+Every RPC first checks its arguments' shape and answers ``("invalid", reason)`` for malformed ones,
+before anything is proposed.
+
 - ``kv(ops)``: a batch of client operations. The leader refuses at once (wrong-group results, nothing
   proposed) the operations on shards it does not serve in its applied state, proposes the rest as
   one entry, and answers ``("ok", [result, ...])`` once it is applied, where a result is a value,
@@ -55,12 +58,15 @@ from shardkv.ops import (
     DELETE,
     GC_DONE,
     INSTALL,
+    INVALID,
     NOT_READY,
     OK,
     TIMEOUT,
     WRONG_GROUP,
     WRONG_LEADER,
     Batch,
+    batch_problem,
+    migration_problem,
     op_problem,
 )
 from shardkv.statemachine import ARRIVING, GC_PENDING, LEAVING, ShardKVStateMachine
@@ -143,10 +149,11 @@ class ShardKVReplica(ReplicaActor):
         core, sm = self.core, self.ssm
         if core is None or sm is None:
             return None
+        problem = batch_problem(ops)
+        if problem is not None:
+            return INVALID, problem
         if not core.is_leader:
             return WRONG_LEADER, core.leader_id
-        if not isinstance(ops, tuple) or not ops:
-            return OK, []
         # malformed operations go through, for the state machine to refuse with a clear error
         served = [i for i, op in enumerate(ops) if op_problem(op, sm.nshards) is not None or sm.serves(op[5])]
         if not served:
@@ -173,7 +180,10 @@ class ShardKVReplica(ReplicaActor):
         sm = self.ssm
         if self.core is None or sm is None:
             return None
-        exported = sm.export(num, tuple(shards))
+        problem = migration_problem(num, shards)
+        if problem is not None:
+            return INVALID, problem
+        exported = sm.export(num, shards)
         if exported is None:
             return NOT_READY, sm.config.num
         return OK, exported
@@ -183,7 +193,9 @@ class ShardKVReplica(ReplicaActor):
         core, sm = self.core, self.ssm
         if core is None or sm is None:
             return None
-        shards = tuple(shards)
+        problem = migration_problem(num, shards)
+        if problem is not None:
+            return INVALID, problem
         if sm.config.num > num or (sm.config.num == num and not any(
                 s in sm.shards and sm.shards[s].status == LEAVING for s in shards)):
             return OK, None

@@ -21,7 +21,17 @@ operations:
   on every server), ``total_persisted()`` (Raft state + snapshot over every server), ``shard_stats``.
 
 The servers reach the controller and each other through the same network, by name, with ends of
-their own (:class:`~shardkv.endpoints.NetworkRouter`). Every blocking call has a deadline
+their own (:class:`~shardkv.endpoints.NetworkRouter`).
+
+Planted faults (``faults``, default: the comma-separated names in ``RAYKV_SHARDKV_PLANT``), broken
+rules switched on in every server, to show that the tests catch them (:data:`SHARDKV_FAULTS`):
+
+- ``skv_no_gc``: a group never asks the previous holder to delete the shards it installed, so moved
+  shards are kept forever (and, since the group never settles, it never takes the next configuration);
+- ``skv_no_dedup_move``: shards move without their dedup tables, so a retried Put or Append that the
+  old owner applied is applied again by the new one;
+- ``skv_serve_leaving``: a group keeps serving shards that are leaving it, so writes land on a copy
+  that has been (or is being) handed over. Every blocking call has a deadline
 (:data:`CALL_DEADLINE_S`); failures raise ``AssertionError``. Synchronous; usable from several
 threads at once. The limits are the Raft harness's (:mod:`actors.harness`), imported, not copied.
 """
@@ -35,6 +45,7 @@ import string
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import ray
@@ -51,8 +62,8 @@ from shardctrler.config import NSHARDS
 from shardkv.async_clerk import AsyncClerk
 from shardkv.clerk import Clerk
 from shardkv.endpoints import NetworkRouter
-from shardkv.server import shardkv_replica_actor
-from shardkv.statemachine import ShardKVStateMachine
+from shardkv.server import ShardKVReplica, shardkv_replica_actor
+from shardkv.statemachine import LEAVING, SERVING, ShardKVStateMachine
 
 #: how long a test clerk waits for one server before trying the next
 CLERK_ATTEMPT_TIMEOUT_S = 1.0
@@ -66,6 +77,56 @@ JOIN_DEADLINE_S = 60.0
 GID_BASE = 100
 
 _get = get_with_deadline
+
+#: the environment variable naming the planted faults of a run (comma separated)
+PLANT_ENV = "RAYKV_SHARDKV_PLANT"
+#: the faults the harness can plant (see the module docstring)
+SHARDKV_FAULTS: frozenset[str] = frozenset({"skv_no_gc", "skv_no_dedup_move", "skv_serve_leaving"})
+
+
+def shardkv_faults(faults: Iterable[str] | None) -> frozenset[str]:
+    """The faults to plant: ``faults``, or by default those named in :data:`PLANT_ENV`."""
+    if faults is None:
+        faults = [f.strip() for f in os.environ.get(PLANT_ENV, "").split(",") if f.strip()]
+    chosen = frozenset(faults)
+    unknown = chosen - SHARDKV_FAULTS
+    if unknown:
+        raise ValueError(f"unknown shardkv fault(s) {sorted(unknown)}; known: {sorted(SHARDKV_FAULTS)}")
+    return chosen
+
+
+class NoDedupMoveStateMachine(ShardKVStateMachine):
+    """Planted fault ``skv_no_dedup_move``: installs a shard's data without its dedup table."""
+
+    def _apply_install(self, num: Any, payload: Any) -> tuple[int, ...]:
+        if isinstance(payload, tuple):
+            payload = tuple((p[0], p[1], {}) if isinstance(p, tuple) and len(p) == 3 else p for p in payload)
+        return super()._apply_install(num, payload)
+
+
+class ServeLeavingStateMachine(ShardKVStateMachine):
+    """Planted fault ``skv_serve_leaving``: client operations on a leaving shard are applied."""
+
+    def _apply_op(self, op: Any) -> Any:
+        leaving = [sh for sh in self.shards.values() if sh.status == LEAVING]
+        for sh in leaving:
+            sh.status = SERVING
+        try:
+            return super()._apply_op(op)
+        finally:
+            for sh in leaving:
+                sh.status = LEAVING
+
+    def serves(self, shard: int) -> bool:
+        sh = self.shards.get(shard)
+        return super().serves(shard) or (sh is not None and sh.status == LEAVING)
+
+
+class NoGCShardKVReplica(ShardKVReplica):
+    """Planted fault ``skv_no_gc``: never asks a previous holder to delete what was installed."""
+
+    async def _collect(self, inc: int, num: int, peer: int, shards: tuple[int, ...]) -> None:
+        return None
 
 
 def randstring(n: int, rng: random.Random | None = None) -> str:
@@ -100,7 +161,9 @@ class ShardKVHarness:
         nshards: int = NSHARDS,
         seed: int | None = None,
         tick_s: float = 0.02,
+        faults: Iterable[str] | None = None,
     ) -> None:
+        self.faults = shardkv_faults(faults)
         self.n = n
         self.ngroups = ngroups
         self.nshards = nshards
@@ -114,7 +177,14 @@ class ShardKVHarness:
                                   seed=self.rng.randrange(2**31), tick_s=tick_s)
         self.ctrlers: list[CtrlerHarness] = [self.ctrl]
         self.mck = self.ctrl.make_client()
-        actor_cls = shardkv_replica_actor()
+        actor_cls = (ray.remote(num_cpus=0, max_concurrency=1000, max_restarts=0, max_task_retries=0)(
+            NoGCShardKVReplica) if "skv_no_gc" in self.faults else shardkv_replica_actor())
+        sm_cls: type[ShardKVStateMachine] = ShardKVStateMachine
+        if "skv_no_dedup_move" in self.faults:
+            sm_cls = NoDedupMoveStateMachine
+        if "skv_serve_leaving" in self.faults:
+            sm_cls = ServeLeavingStateMachine if sm_cls is ShardKVStateMachine else type(
+                "PlantedStateMachine", (ServeLeavingStateMachine, sm_cls), {})
         self.groups: list[_Group] = []
         for gi in range(ngroups):
             g = _Group(GID_BASE + gi, n)
@@ -124,8 +194,7 @@ class ShardKVHarness:
                     name=self.server_name(gi, i),
                     peer_id=i,
                     peers=tuple(range(n)),
-                    state_machine=functools.partial(ShardKVStateMachine, g.gid, nshards, "reference",
-                                                    maxraftstate),
+                    state_machine=functools.partial(sm_cls, g.gid, nshards, "reference", maxraftstate),
                     tick_s=tick_s,
                     seed=self.rng.randrange(2**31),
                     extra=extra,
@@ -276,8 +345,9 @@ class ShardKVHarness:
 
     def summary(self) -> str:
         st = _get(self.net.stats.remote())
+        planted = f"  planted {','.join(sorted(self.faults))}" if self.faults else ""
         return (f"{self.elapsed():5.1f}s  groups {self.ngroups}×{self.n}  rpcs {st.get('total_count')}  "
-                f"bytes {st.get('total_bytes')}  handler errors {st.get('handler_errors')}")
+                f"bytes {st.get('total_bytes')}  handler errors {st.get('handler_errors')}{planted}")
 
     def cleanup(self) -> None:
         """Check for handler errors and the time limit, then kill every actor."""
@@ -291,12 +361,12 @@ class ShardKVHarness:
             self.kill()
 
     def kill(self) -> None:
+        ray.kill(self.net, no_restart=True)  # first: no call in flight reports the others' deaths
         for ctl in self.ctrlers:
             ctl.kill()
         for g in self.groups:
             for r in g.replicas:
                 ray.kill(r, no_restart=True)
-        ray.kill(self.net, no_restart=True)
 
 
 # ------------------------------------------------------------------------------------------------
