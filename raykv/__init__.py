@@ -12,6 +12,13 @@ program, a notebook or a test needs to start or join a Ray cluster and run Raft 
   :class:`RaftHarness` (n peers behind the network, as the reference tests build them).
 * The key-value service: :func:`start_group` (a kvraft group of N replicas) and its
   :class:`KVGroup`, the clerks :class:`Clerk` and :class:`AsyncClerk`, :class:`KVTimeoutError`.
+* The sharded key-value service on a Ray cluster (:mod:`raykv.sharded`): :func:`start_sharded`
+  (a controller and G groups of R replicas; detached, under a name, if asked), :func:`attach_sharded`
+  (another driver finds it by name), :func:`list_sharded`, the service :class:`ShardedKV` (clerks,
+  join and remove groups, move shards, configuration, :class:`ServiceStatus` / :class:`GroupStatus`,
+  stop) and its errors :class:`ServiceError`, :class:`ServiceExistsError`,
+  :class:`ServiceNotFoundError`; placement of a group's replicas on distinct nodes
+  (:func:`place_group`, :class:`GroupPlacement`, :class:`PlacementError`).
 * The demo: :func:`run_demo` and its :class:`DemoReport` (``raykv demo`` on the command line).
 
 The command line is ``raykv --help`` (:mod:`raykv.cli`).
@@ -19,6 +26,7 @@ The command line is ``raykv --help`` (:mod:`raykv.cli`).
 
 from actors.harness import RaftHarness
 from actors.network import FaultyNetwork
+from actors.placement import GroupPlacement, PlacementError, place_group
 from actors.replica import ReplicaSpec, replica_actor
 from actors.statemachine import ApplyRecorder, StateMachine
 from actors.storage import FileStorage, MemoryStorage, Storage
@@ -26,6 +34,16 @@ from kvraft import AsyncClerk, Clerk, KVGroup, KVTimeoutError, start_group
 from raft import RaftConfig, RaftNode
 from raykv.cluster import DEFAULT_NAMESPACE, ClusterError, RayCluster, connect, init_ray
 from raykv.demo import DemoEvent, DemoReport, PeerRow, run_demo
+from raykv.sharded import (
+    ServiceError,
+    ServiceExistsError,
+    ServiceNotFoundError,
+    ShardedKV,
+)
+from raykv.sharded import attach as attach_sharded
+from raykv.sharded import list_services as list_sharded
+from raykv.sharded import start as start_sharded
+from raykv.sharded_status import GroupStatus, ServiceStatus
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -37,20 +55,32 @@ __all__ = [
     "DemoReport",
     "FaultyNetwork",
     "FileStorage",
+    "GroupPlacement",
+    "GroupStatus",
     "KVGroup",
     "KVTimeoutError",
     "MemoryStorage",
     "PeerRow",
+    "PlacementError",
     "RaftConfig",
     "RaftHarness",
     "RaftNode",
     "RayCluster",
     "ReplicaSpec",
+    "ServiceError",
+    "ServiceExistsError",
+    "ServiceNotFoundError",
+    "ServiceStatus",
+    "ShardedKV",
     "StateMachine",
     "Storage",
+    "attach_sharded",
     "connect",
     "init_ray",
+    "list_sharded",
+    "place_group",
     "replica_actor",
     "run_demo",
     "start_group",
+    "start_sharded",
 ]

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from raykv.sharded_cli import commands as sharded_commands
+
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
 PROG = "raykv"
@@ -35,6 +37,9 @@ examples:
   raykv demo --address auto           on the Ray cluster started on this machine with 'ray start'
   raykv check --format kv history.txt check a recorded key-value history for linearizability
   raykv sim --help                    the deterministic Raft simulator's options
+  raykv start --name shop --groups 3  a sharded KV service on the Ray cluster ('ray start --head')
+  raykv status --name shop            its configuration, leaders and moving shards
+  raykv stop --name shop              stop it and delete its storage
 
 environment:
   RAY_ADDRESS   the Ray cluster to use when --address is not given (default: start an embedded one)
@@ -216,6 +221,7 @@ COMMANDS: tuple[Command, ...] = (
             _run_check, passthrough=True),
     Command("sim", "run the deterministic Raft simulator (see 'raykv sim --help')",
             _run_sim, passthrough=True, description=SIM_DESCRIPTION),
+    *sharded_commands(Command),
 )
 
 

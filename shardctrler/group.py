@@ -10,8 +10,10 @@ The same shape as :func:`kvraft.start_group` (and the same mechanics, written ag
 services do not import each other): replicas talk to each other directly (``transport="direct"``,
 the default) or through a reliable :class:`~actors.network.FaultyNetwork` actor
 (``transport="network"``), persist to durable :class:`~actors.storage.FileStorage` in ``data_dir``
-(a fresh temporary directory by default) unless ``storage="memory"``, and are spread over the
-cluster's nodes when it has several (``scheduling_strategy="SPREAD"``).
+(a fresh temporary directory by default) unless ``storage="memory"``. Each replica is on its own
+node when the cluster has enough nodes, and the replicas are packed with a warning when it has not
+(:mod:`actors.placement`); a replica's storage directory is created on its node by the replica
+itself, and a temporary one is removed there by :meth:`CtrlerGroup.stop`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 import ray
 
 from actors.network import FaultyNetwork
+from actors.placement import GroupPlacement, node_local_dir, nodes_of, place_group, remove_dirs
 from actors.replica import ReplicaSpec
 from actors.storage import FileStorage, MemoryStorage
 from shardctrler.async_clerk import AsyncClerk
@@ -43,12 +44,15 @@ class CtrlerGroup:
     """A running controller group. Use :func:`start_group` to make one.
 
     Attributes: ``n``, ``name``, ``nshards``, ``replicas`` (actor handles, index = peer id),
-    ``data_dir`` (durable storage, or ``None`` for memory storage), ``network`` (the network actor
-    with ``transport="network"``, else ``None``).
+    ``data_dir`` (durable storage, or ``None`` for memory storage: on each replica's own node),
+    ``network`` (the network actor with ``transport="network"``, else ``None``), ``placement`` (where
+    the replicas went: :class:`~actors.placement.GroupPlacement`), ``nodes`` (the node id each replica
+    ran on when the group started).
     """
 
     def __init__(self, name: str, nshards: int, replicas: list[Any], data_dir: Path | None,
-                 owns_dir: bool, clerk_options: dict[str, Any], network: Any = None) -> None:
+                 owns_dir: bool, clerk_options: dict[str, Any], network: Any = None,
+                 placement: GroupPlacement | None = None, nodes: list[str | None] | None = None) -> None:
         self.name = name
         self.nshards = nshards
         self.network = network
@@ -58,6 +62,8 @@ class CtrlerGroup:
         self.data_dir = data_dir
         self._owns_dir = owns_dir
         self._clerk_options = clerk_options
+        self.placement = placement
+        self.nodes = list(nodes) if nodes is not None else [None] * self.n
         self._stopped = False
 
     @property
@@ -104,7 +110,8 @@ class CtrlerGroup:
         return [st | {"ctrl": c} for st, c in zip(raft, ctrl, strict=True)]
 
     def stop(self) -> None:
-        """Kill the replicas; a temporary data directory made by :func:`start_group` is removed."""
+        """Kill the replicas and release their placement; a temporary data directory made by
+        :func:`start_group` is removed on every node that holds part of it."""
         if self._stopped:
             return
         self._stopped = True
@@ -112,8 +119,10 @@ class CtrlerGroup:
             ray.kill(r, no_restart=True)
         if self.network is not None:
             ray.kill(self.network, no_restart=True)
+        if self.placement is not None:
+            self.placement.release()
         if self._owns_dir and self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+            remove_dirs({(node, str(self.data_dir)) for node in self.nodes})
 
     def __enter__(self) -> CtrlerGroup:
         return self
@@ -133,6 +142,7 @@ def start_group(
     name: str | None = None,
     tick_s: float = 0.02,
     wait_for_leader: bool = True,
+    placement: GroupPlacement | None = None,
     **clerk_options: Any,
 ) -> CtrlerGroup:
     """Start ``n`` controller replicas on the current Ray cluster (``ray.init()`` first if none is
@@ -145,7 +155,9 @@ def start_group(
     ``transport``: ``"direct"`` or ``"network"`` (every call through one reliable FaultyNetwork
     actor). ``maxraftstate``: snapshot when a replica's persisted Raft state exceeds this many bytes
     (-1, the default: never). ``clerk_options`` become the defaults of the group's clerks. With
-    ``wait_for_leader`` the call returns once a leader is elected.
+    ``wait_for_leader`` the call returns once a leader is elected. ``placement``: where the replicas
+    go (default: :func:`actors.placement.place_group` with distinct nodes when there are enough);
+    one with ``detached=True`` makes replicas that outlive this driver.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"a group needs at least one replica, got n={n!r}")
@@ -161,18 +173,22 @@ def start_group(
     base: Path | None = None
     fresh = True  # a new group creates its replicas' storage; an existing data_dir is reopened
     if storage == "durable":
-        if data_dir is None:
-            base, owns_dir = Path(tempfile.mkdtemp(prefix=f"raykv-{name}-")), True
+        if data_dir is None:  # created on each replica's node by the replica (FileStorage new=True)
+            base, owns_dir = Path(node_local_dir(name)), True
         else:
             base = Path(data_dir)
             fresh = not base.exists() or not any(base.iterdir())
-    actor_cls = ctrler_replica_actor(scheduling_strategy="SPREAD")
+    if placement is None:
+        placement = place_group(n, name=name)
+    elif placement.n != n:
+        raise ValueError(f"the placement is for {placement.n} replicas, not {n}")
+    actor_cls = ctrler_replica_actor()
     replicas = []
     for i in range(n):
         store: Any = MemoryStorage
         if base is not None:
             store = functools.partial(FileStorage, str(base / f"replica{i}"), new=fresh, lock_timeout=5.0)
-        replicas.append(actor_cls.remote(ReplicaSpec(
+        replicas.append(actor_cls.options(**placement.options(i)).remote(ReplicaSpec(
             name=f"{name}-{i}",
             peer_id=i,
             peers=tuple(range(n)),
@@ -197,7 +213,8 @@ def start_group(
                 timeout=60)
         ray.get([network.add_server.remote(f"{name}-{i}", r, 1) for i, r in enumerate(replicas)],
                 timeout=60)
-    group = CtrlerGroup(name, nshards, replicas, base, owns_dir, clerk_options, network)
+    group = CtrlerGroup(name, nshards, replicas, base, owns_dir, clerk_options, network, placement,
+                        nodes_of(replicas))
     if wait_for_leader:
         group.leader()
     return group

@@ -1,0 +1,234 @@
+"""The public API of the sharded service (:mod:`raykv.sharded`), its placement (:mod:`actors.placement`)
+on a single-node runtime, and its command line (``raykv start``, ``status``, ``stop``): bad input is
+refused with a clear error and changes nothing; the README's example runs as written; a detached
+service outlives the driver that started it and another driver attaches to it by name.
+(The multi-node behaviour is in ``tests/test_multinode.py``.)"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import raykv
+import raykv.sharded as sharded
+from actors import placement
+from raykv.cli import main as cli_main
+
+DOCS = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+OP_TIMEOUT_S = 30.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Input checks that come before anything starts (no Ray needed)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "words"), [
+    ({"groups": 0}, ValueError, "groups must be between 1 and 100, got 0"),
+    ({"groups": "3"}, TypeError, "groups must be an int, got str"),
+    ({"groups": True}, TypeError, "groups must be an int, got bool"),
+    ({"replicas": 16}, ValueError, "replicas must be between 1 and 15"),
+    ({"nshards": 0}, ValueError, "nshards"),
+    ({"mapping": "md5"}, ValueError, "mapping must be one of 'hash', 'reference'"),
+    ({"storage": "disk"}, ValueError, "storage must be one of"),
+    ({"placement": "anywhere"}, ValueError, "placement must be one of 'spread', 'strict', 'pack'"),
+    ({"detached": "yes"}, TypeError, "detached must be a bool"),
+    ({"name": "has space"}, ValueError, "bad service name 'has space'"),
+    ({"name": 7}, TypeError, "a service name must be a str"),
+    ({"data_root": 3}, TypeError, "data_root must be a path"),
+])
+def test_start_refuses_bad_input_before_touching_ray(kwargs: dict[str, Any], exc: type, words: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ray(*args: Any, **kw: Any) -> None:
+        raise AssertionError("Ray was touched before the input was checked")
+
+    monkeypatch.setattr(sharded, "init_ray", no_ray)
+    with pytest.raises(exc, match=re.escape(words)):
+        raykv.start_sharded(**kwargs)
+
+
+def test_placement_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least one replica"):
+        placement.place_group(0, name="x")
+    with pytest.raises(ValueError, match="strategy must be one of spread, strict, pack"):
+        placement.place_group(3, name="x", strategy="random")
+    p = placement.GroupPlacement("x", 3, placement.PACKED, "asked to pack")
+    with pytest.raises(IndexError, match="replica 3 is not in group 'x' of 3 replicas"):
+        p.options(3)
+    with pytest.raises(ValueError, match="at least one name"):
+        placement.node_local_dir()
+
+
+# ------------------------------------------------------------------------------------------------
+# Placement on a single-node runtime
+# ------------------------------------------------------------------------------------------------
+
+
+def test_placement_on_one_node_packs_with_a_warning(ray_session: None, caplog: pytest.LogCaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement, "_warned_single_node", False)
+    with caplog.at_level(logging.WARNING, logger="raykv.placement"):
+        p = placement.place_group(3, name="solo")
+        again = placement.place_group(3, name="solo2")
+    assert p.mode == placement.PACKED and not p.spread and p.placement_group is None
+    assert "1 alive node with CPUs for 3 replicas" in p.reason
+    warnings = [r.getMessage() for r in caplog.records if r.name == "raykv.placement"]
+    assert len(warnings) == 1, f"a single-node runtime warns once per process: {warnings}"
+    assert "share nodes" in warnings[0] and "solo" in warnings[0]
+    assert again.options(2) == {"scheduling_strategy": "SPREAD"}
+    assert placement.place_group(3, name="d", detached=True).options(0)["lifetime"] == "detached"
+    assert placement.place_group(1, name="one").spread
+    with pytest.raises(placement.PlacementError, match="cannot put its 3 replicas on distinct nodes"):
+        placement.place_group(3, name="strict", strategy="strict")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="raykv.placement"):
+        assert placement.place_group(3, name="quiet", strategy="pack").mode == placement.PACKED
+    assert not caplog.records
+
+
+# ------------------------------------------------------------------------------------------------
+# The API on a running service
+# ------------------------------------------------------------------------------------------------
+
+
+def test_readme_example_runs(ray_session: None) -> None:
+    text = DOCS.read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "raykv.start_sharded(" in b]
+    assert blocks, f"no raykv.start_sharded python example in {DOCS}"
+    exec(compile(blocks[0], str(DOCS), "exec"), {"__name__": "__sharded_docs__"})
+
+
+def test_bad_input_to_a_running_service_changes_nothing(ray_session: None) -> None:
+    kv = raykv.start_sharded(groups=2, replicas=1, nshards=10)
+    root = kv.info.data_root
+    try:
+        ck = kv.clerk()
+        ck.put("k", "v", timeout=OP_TIMEOUT_S)
+        before = kv.config()
+        assert before.num == 1 and sorted(before.counts().values()) == [5, 5]
+        bad: list[tuple[Any, type, str]] = [
+            (lambda: kv.move(10, 1), ValueError, "shard must be between 0 and 9, got 10"),
+            (lambda: kv.move(-1, 1), ValueError, "shard must be between 0 and 9, got -1"),
+            (lambda: kv.move("0", 1), TypeError, "shard must be an int, got str"),
+            (lambda: kv.move(0, 99), ValueError, "no group 99 in service"),
+            (lambda: kv.move(0, True), TypeError, "gid must be an int, got bool"),
+            (lambda: kv.remove_group(99), ValueError, "no group 99 in service"),
+            (lambda: kv.remove_group("1"), TypeError, "gid must be an int, got str"),
+            (lambda: kv.add_group(1), ValueError, "group 1 is already in service"),
+            (lambda: kv.add_group(0), ValueError, "gid must be at least 1, got 0"),
+            (lambda: kv.add_group(1.5), TypeError, "gid must be an int, got float"),
+            (lambda: kv.config("latest"), TypeError, "num must be an int"),
+            (lambda: ck.put(1, "x"), TypeError, "key must be a str, got int"),
+            (lambda: ck.put("k", 2), TypeError, "value must be a str, got int"),
+            (lambda: ck.get("k", timeout=0), ValueError, "timeout must be > 0"),
+            (lambda: kv.clerk(attempt_timeout=0), ValueError, "attempt_timeout must be > 0"),
+            (lambda: raykv.start_sharded(kv.name), raykv.ServiceExistsError,
+             f"a sharded service named {kv.name!r} already runs"),
+            (lambda: raykv.attach_sharded("no-such-service"), raykv.ServiceNotFoundError,
+             "no sharded service named 'no-such-service' in namespace 'raykv-tests'; running services: "),
+        ]
+        for call, exc, words in bad:
+            with pytest.raises(exc, match=re.escape(words)):
+                call()
+        assert kv.config() == before, "a refused call changed the configuration"
+        assert kv.gids == (1, 2) and ck.get("k", timeout=OP_TIMEOUT_S) == "v"
+        # the service still works, from this driver and from an attached handle
+        other = raykv.attach_sharded(kv.name)
+        assert other.gids == (1, 2) and other.config() == before
+
+        async def many() -> list[str]:
+            ack = kv.async_clerk()
+            try:
+                await asyncio.gather(*(ack.put(f"a{i}", str(i), timeout=OP_TIMEOUT_S) for i in range(20)))
+                return list(await asyncio.gather(*(ack.get(f"a{i}", timeout=OP_TIMEOUT_S)
+                                                   for i in range(20))))
+            finally:
+                await ack.close()
+
+        assert asyncio.run(many()) == [str(i) for i in range(20)]
+        # removing a group moves its shards; the last group cannot be removed
+        kv.remove_group(2)
+        assert kv.gids == (1,) and other.config().shards == (1,) * 10
+        assert ck.get("k", timeout=OP_TIMEOUT_S) == "v" and ck.get("a7", timeout=OP_TIMEOUT_S) == "7"
+        with pytest.raises(ValueError, match="group 1 is the last group of service"):
+            kv.remove_group(1)
+        st = kv.status()
+        assert st.settled and [g.gid for g in st.groups] == [1] and st.groups[0].owned == tuple(range(10))
+        assert st.groups[0].leader == 0 and st.groups[0].up == 1 and st.ctrler.leader == 0
+        assert st.config is not None and st.config.num == 3 - 1  # the join of both, the leave of one
+        assert "configuration 2" in st.format()
+    finally:
+        kv.stop()
+    assert root is not None and not os.path.exists(root), "stop() must remove the service's storage"
+    assert kv.stop() == []  # stopping twice is harmless
+    with pytest.raises(raykv.ServiceError, match="was stopped"):
+        kv.clerk()
+    with pytest.raises(raykv.ServiceNotFoundError):
+        raykv.attach_sharded(kv.name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Detached services and the command line
+# ------------------------------------------------------------------------------------------------
+
+
+def _raykv(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, "-m", "raykv", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_cli_help_explains_each_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, words in (("start", "detached actors that outlive this"),
+                           ("status", "Without --name, list the services"),
+                           ("stop", "Any driver may stop a service")):
+        assert cli_main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: raykv {command}") and words in out and "--address" in out
+    assert cli_main(["start", "--groups", "0"]) == 2
+    assert "must be between 1 and 100; got 0" in capsys.readouterr().err
+    assert cli_main(["stop"]) == 2  # --name is required
+    assert "--name" in capsys.readouterr().err
+
+
+def test_detached_service_outlives_its_driver(ray_session: None, capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    name = "detached-test"
+    # another driver (a separate process) starts the service and exits
+    started = _raykv("start", "--name", name, "--groups", "2", "--replicas", "1", "--address", address,
+                     "--namespace", "raykv-tests")
+    assert started.returncode == 0, started.stderr
+    assert f"started ShardedKV({name!r}" in started.stdout and "gid" in started.stdout, started.stdout
+    try:
+        kv = raykv.attach_sharded(name)
+        assert kv.info.detached and kv.gids == (1, 2)
+        ck = kv.clerk()
+        ck.put("after", "the driver left", timeout=OP_TIMEOUT_S)
+        assert ck.get("after", timeout=OP_TIMEOUT_S) == "the driver left"
+        assert cli_main(["status", "--name", name]) == 0
+        out = capsys.readouterr().out
+        assert f"service {name!r} (namespace 'raykv-tests', detached)" in out and "replica 0" in out
+        assert cli_main(["status"]) == 0
+        assert f"{name}  (namespace 'raykv-tests')" in capsys.readouterr().out
+        # a second start under the same name is refused, and changes nothing
+        assert cli_main(["start", "--name", name, "--groups", "1"]) == 1
+        assert f"a sharded service named {name!r} already runs" in capsys.readouterr().err
+        assert raykv.attach_sharded(name).gids == (1, 2)
+    finally:
+        stopped = cli_main(["stop", "--name", name])
+    assert stopped == 0
+    assert f"stopped service {name!r}" in capsys.readouterr().out
+    assert cli_main(["status", "--name", name]) == 1
+    assert f"no sharded service named {name!r}" in capsys.readouterr().err
+    assert cli_main(["stop", "--name", name]) == 1
