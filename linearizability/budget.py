@@ -6,10 +6,10 @@ search stops and the answer is UNKNOWN with the reason: a check is never killed 
 never raises ``MemoryError`` on purpose, and never guesses.
 
 Memory in use is the larger of two measures: how much the process's resident set has grown
-since the limits were set (``/proc/self/statm`` on Linux, else ``psutil`` if installed), and the
-search's own estimate of its cache.  The estimate alone keeps the budget meaningful where the
-resident set cannot be read, and when freed memory is reused so that the resident set does not
-grow.
+since the check first looked at it (``/proc/self/statm`` on Linux, else ``psutil`` if
+installed), and the search's own estimate of its cache.  The estimate alone keeps the budget
+meaningful where the resident set cannot be read, and when freed memory is reused so that the
+resident set does not grow.
 
 The default memory budget (:func:`default_memory_limit`) is half of the machine's physical
 memory, and at most three quarters of what is available when the check starts.
@@ -76,8 +76,22 @@ def _meminfo(field_name: str) -> int | None:
     return None
 
 
+_cached_default: tuple[float, int] | None = None
+
+
 def default_memory_limit() -> int:
-    """Half of the physical memory, at most three quarters of the memory available now."""
+    """Half of the physical memory, at most three quarters of the memory available now (read
+    at most once a second: checks of many small histories need not read it each time)."""
+    global _cached_default
+    now = time.monotonic()
+    if _cached_default is not None and now - _cached_default[0] < 1.0:
+        return _cached_default[1]
+    limit = _default_memory_limit()
+    _cached_default = (now, limit)
+    return limit
+
+
+def _default_memory_limit() -> int:
     total: int | None
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -131,13 +145,17 @@ class Limits:
         timeout: seconds allowed (None: no limit), counted from ``started``.
         memory_limit: bytes the check may add to the process (None: no limit).
         started: the :func:`time.monotonic` instant the budget starts.
-        baseline: the resident set size when the budget started (None if unknown).
+        baseline: the resident set size the growth is counted from: read at the first look at
+            the memory (a search first looks after a few thousand backtracks, when it holds
+            well under a megabyte, so a small check never pays for reading it); None if it
+            cannot be read.
     """
 
     timeout: float | None = None
     memory_limit: int | None = None
     started: float = field(default_factory=time.monotonic)
-    baseline: int | None = field(default_factory=resident_bytes)
+    baseline: int | None = None
+    _baseline_read: bool = field(default=False, repr=False)
 
     @property
     def deadline(self) -> float | None:
@@ -145,19 +163,29 @@ class Limits:
 
     def in_use(self, estimate: int) -> int:
         """Memory attributed to the check: the larger of the resident growth and ``estimate``."""
-        if self.baseline is not None:
-            now = resident_bytes()
-            if now is not None:
-                return max(now - self.baseline, estimate)
+        now = resident_bytes()
+        if not self._baseline_read:
+            self._baseline_read = True
+            if self.baseline is None:
+                self.baseline = now
+        if self.baseline is not None and now is not None:
+            return max(now - self.baseline, estimate)
         return estimate
+
+    def out_of_time(self) -> str | None:
+        """The reason for UNKNOWN if the deadline has passed, else None."""
+        if self.timeout is not None and time.monotonic() > self.started + self.timeout:
+            return f"the time budget of {_format_seconds(self.timeout)} ran out"
+        return None
 
     def exceeded(self, estimate: int) -> str | None:
         """Why the search must stop now (the reason for UNKNOWN), or None to go on.
 
         ``estimate`` is the search's own estimate of the bytes it holds.
         """
-        if self.timeout is not None and time.monotonic() > self.started + self.timeout:
-            return f"the time budget of {_format_seconds(self.timeout)} ran out"
+        late = self.out_of_time()
+        if late is not None:
+            return late
         if self.memory_limit is not None:
             used = self.in_use(estimate)
             if used > self.memory_limit:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .budget import Limits, default_memory_limit
 from .history import Event, Operation, operations_from_events, validate_history
-from .models import Model
+from .models import CompiledHistory, Model
 from .partition import Partition, partition, whole
 from .search import SearchOutcome, Verdict, search_steps
 
@@ -42,7 +42,7 @@ class PartitionResult:
         indices: positions of those operations in the checked history.
         verdict: the partition's verdict.
         order: a full linearization (LINEARIZABLE) or the longest linearizable prefix found.
-        state: the public model state after ``order`` (replayed with ``model.step``).
+        state: the public model state after ``order``.
         failed: the operation that could not be linearized after ``order`` (None if
             linearizable, or if the search stopped before it found one).
         explored: configurations visited by the search.
@@ -95,30 +95,39 @@ class CheckResult:
 
 
 def _replay(model: Model, ops: tuple[Operation, ...], order: tuple[int, ...]) -> Hashable:
-    """The public state after ``order``, by ``model.step`` (exact for every compiled form)."""
+    """The public state after ``order``, by ``model.step``: for compiled states that stand for
+    many public states (public_state None)."""
     state = model.init()
     for i in order:
         _, state = model.step(state, ops[i].input, ops[i].output)
     return state
 
 
-def _run(part: Partition, model: Model, limits: Limits) -> Generator[None, None, SearchOutcome]:
-    """Compile and search one partition, yielding between slices; out of memory is UNKNOWN."""
+Searched = tuple[SearchOutcome, CompiledHistory | None]
+
+
+def _run(part: Partition, model: Model, limits: Limits) -> Generator[None, None, Searched]:
+    """Compile and search one partition, yielding between slices; out of memory is UNKNOWN.
+    Returns the outcome and the compiled history (None if the search never started)."""
     ops = part.operations
-    reason = limits.exceeded(0)
+    reason = limits.out_of_time()
     if reason is not None:
-        return SearchOutcome(Verdict.UNKNOWN, (), None, None, 0, reason)
+        return SearchOutcome(Verdict.UNKNOWN, (), None, None, 0, reason), None
     try:
         compiled = model.compile(ops)
-        return (yield from search_steps(compiled, [op.call for op in ops], [op.end for op in ops], limits))
+        steps = search_steps(compiled, [op.call for op in ops], [op.end for op in ops], limits)
+        return (yield from steps), compiled
     except MemoryError:
         return SearchOutcome(
             Verdict.UNKNOWN, (), None, None, 0, "the process ran out of memory (MemoryError)"
-        )
+        ), None
 
 
-def _result(part: Partition, model: Model, outcome: SearchOutcome, elapsed: float) -> PartitionResult:
-    state = _replay(model, part.operations, outcome.order)
+def _result(part: Partition, model: Model, searched: Searched, elapsed: float) -> PartitionResult:
+    outcome, compiled = searched
+    state = None if compiled is None else compiled.public_state(outcome.state)
+    if state is None:  # a compiled state that stands for many public ones: replay the order
+        state = _replay(model, part.operations, outcome.order)
     return PartitionResult(
         key=part.key,
         operations=part.operations,
@@ -195,8 +204,8 @@ def check(
     if all_partitions:
         for i in schedule:
             began = time.monotonic()
-            outcome = _drive(_run(parts[i], model, Limits(timeout, limit, began)))
-            results[i] = _result(parts[i], model, outcome, time.monotonic() - began)
+            searched = _drive(_run(parts[i], model, Limits(timeout, limit, began)))
+            results[i] = _result(parts[i], model, searched, time.monotonic() - began)
     else:
         limits = Limits(timeout, limit, start)
         running = deque((i, _run(parts[i], model, limits)) for i in schedule)
@@ -208,9 +217,8 @@ def check(
                 next(steps)
             except StopIteration as done:
                 spent[i] += time.monotonic() - began
-                outcome: SearchOutcome = done.value
-                results[i] = _result(parts[i], model, outcome, spent[i])
-                if outcome.verdict is Verdict.NOT_LINEARIZABLE:
+                results[i] = _result(parts[i], model, done.value, spent[i])
+                if done.value[0].verdict is Verdict.NOT_LINEARIZABLE:
                     for j, other in running:
                         other.close()
                         results[j] = _skipped(parts[j], model, 0, spent[j], parts[i].key)
@@ -231,7 +239,7 @@ def check(
     return CheckResult(verdict, final, model, time.monotonic() - start, reason)
 
 
-def _drive(steps: Generator[None, None, SearchOutcome]) -> SearchOutcome:
+def _drive(steps: Generator[None, None, Searched]) -> Searched:
     while True:
         try:
             next(steps)

@@ -68,9 +68,8 @@ class CompiledHistory:
 
     Invariants: ``len(steps) == len(pure) == number of operations``; ``pure[i]`` is True only if
     operation ``i`` never changes the state when it is accepted (reads, refused cas); the search
-    may then linearize it as soon as it is accepted without trying it later.  ``int_states``
-    promises that every state is an ``int`` in ``[0, 2**32)``, which the search then uses as its
-    own id of the state (otherwise it interns states itself).  ``public_state`` gives the public
+    may then linearize it as soon as it is accepted without trying it later.  ``public_state``
+    gives the public
     form of a compiled state, or None for a compiled state that stands for many public states
     (the checker replays the linearization with :meth:`Model.step` to report the state).
     """
@@ -79,7 +78,6 @@ class CompiledHistory:
     steps: list[Transition]
     pure: list[bool]
     public_state: Callable[[Any], Hashable]
-    int_states: bool = False
 
 
 class Model(ABC):
@@ -190,38 +188,24 @@ class RegisterModel(Model):
         return f"cas({a!r}, {b!r}) -> {result}"
 
     def compile(self, operations: Sequence[Operation]) -> CompiledHistory:
-        """Values become small ints (``None`` is 0): equal values get equal ids, so comparing
-        ids is comparing values."""
-        ids: dict[Any, int] = {None: 0}
-        values: list[Any] = [None]
-
-        def intern(value: Any) -> int:
-            found = ids.get(value)
-            if found is None:
-                found = ids[value] = len(values)
-                values.append(value)
-            return found
-
         steps: list[Transition] = []
         pure: list[bool] = []
         for op in operations:
             kind, a, b = _register_input(op.input)
             out = op.output
-            read = UNKNOWN if kind != "read" or out is UNKNOWN else intern(out)
-            steps.append(_register_transition(kind, intern(a), intern(b), a is None, read, out))
+            steps.append(_register_transition(kind, a, b, out))
             pure.append(self.pure(op.input, out))
-        return CompiledHistory(0, steps, pure, values.__getitem__, int_states=True)
+        return CompiledHistory(None, steps, pure, lambda state: state)
 
 
-def _register_transition(kind: str, a: int, b: int, a_empty: bool, read: Any, out: Any) -> Transition:
-    """``a``, ``b`` and ``read`` are value ids; ``out`` the original output."""
+def _register_transition(kind: str, a: Any, b: Any, out: Any) -> Transition:
     if kind == "read":
-        if read is UNKNOWN:
+        if out is UNKNOWN:
             return lambda s: s
-        return lambda s: s if s == read else REJECT
+        return lambda s: s if s == out else REJECT
     if kind == "write":
         return lambda s: a
-    if a_empty:  # cas from "empty" can never match
+    if a is None:  # cas from "empty" can never match
         return (lambda s: s) if (out is UNKNOWN or not out) else (lambda s: REJECT)
     if out is UNKNOWN:
         return lambda s: b if s == a else s
@@ -322,7 +306,7 @@ class KVModel(Model):
                     return None
                 return ((only, value),) if value else ()
 
-            return CompiledHistory(EMPTY, steps, pure, public_single, int_states=True)
+            return CompiledHistory(EMPTY, steps, pure, public_single)
         index = {key: i for i, key in enumerate(keys)}
         steps = [_kv_multi(tables[key], kind, index[key], value, out) for (kind, key, value), out in parsed]
         ordered = [tables[key] for key in keys]

@@ -19,10 +19,9 @@ the Python ``int`` ``window`` says whether operation ``low + d`` is.  Only opera
 before ``low`` returns can be linearized, so ``window`` stays as small as the concurrency, not
 the history.
 
-Cache entries are single ``int`` keys ``(window << L | low) << 32 | state``: states are small
-ints (models that compile to ``int_states`` give them directly; any other state is interned
-here, exactly, by a dict from state to id).  An entry is then one int of 32-40 bytes plus its
-slot in the set, instead of a tuple of three objects.
+Cache entries are ``(low, window, state)`` tuples; models keep their compiled states small
+(the key-value model's are ids in a trie of the values read), so an entry is the tuple, the
+window ``int`` and a slot in the set: about 130 bytes, whatever the values.
 
 One reduction on top of that: an operation that is *pure* (it never changes a state that
 accepts it, e.g. a read) is linearized as soon as it is accepted and never tried later.  Moving
@@ -32,7 +31,7 @@ fails, the configuration fails, and the search backtracks at once.
 
 Invariants of the loop: ``(low, window)`` encodes exactly the operations lifted out of the list,
 with bit 0 of ``window`` clear; ``stack`` holds (entry, state, low, window) for every lifted call,
-in order; ``state`` is the (int) model state after applying the lifted operations in stack order.
+in order; ``state`` is the model state after applying the lifted operations in stack order.
 
 :func:`search_steps` is the search as a generator that yields every few thousand backtracks, so
 that a caller can run several searches in turn and stop them early; :func:`search` runs one to
@@ -43,10 +42,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Generator, Hashable, Sequence
+from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 from .budget import Limits
 from .models import REJECT, CompiledHistory
@@ -55,9 +53,6 @@ __all__ = ["SearchOutcome", "Verdict", "search", "search_steps"]
 
 #: How many backtracks happen between two looks at the clock and the memory (and two yields).
 CLOCK_EVERY = 2048
-
-#: Bits of a cache key that hold the state id; ids must stay below ``1 << STATE_BITS``.
-STATE_BITS = 32
 
 
 class Verdict(str, Enum):
@@ -96,28 +91,6 @@ class SearchOutcome:
     cache_bytes: int = 0
 
 
-def _interned(compiled: CompiledHistory) -> tuple[int, list[Callable[[int], Any]], list[Any]]:
-    """Transitions over int ids of the compiled states (exact: a dict from state to id)."""
-    ids: dict[Any, int] = {compiled.init: 0}
-    states: list[Any] = [compiled.init]
-    reject = REJECT
-
-    def wrap(step: Callable[[Any], Any]) -> Callable[[int], Any]:
-        def on_ids(sid: int) -> Any:
-            new = step(states[sid])
-            if new is reject:
-                return reject
-            found = ids.get(new)
-            if found is None:
-                found = ids[new] = len(states)
-                states.append(new)
-            return found
-
-        return on_ids
-
-    return 0, [wrap(step) for step in compiled.steps], states
-
-
 def search(
     compiled: CompiledHistory,
     calls: Sequence[float],
@@ -135,7 +108,7 @@ def search(
     """
     if limits is None and deadline is not None:
         now = time.monotonic()
-        limits = Limits(timeout=max(deadline - now, 0.0), started=now, baseline=None)
+        limits = Limits(timeout=max(deadline - now, 0.0), started=now)
     steps = search_steps(compiled, calls, ends, limits)
     while True:
         try:
@@ -155,12 +128,6 @@ def search_steps(
     n = len(calls)
     if n == 0:
         return SearchOutcome(Verdict.LINEARIZABLE, (), compiled.init, None, 0)
-    if compiled.int_states:
-        init: int = compiled.init  # type: ignore[assignment]
-        all_steps: Sequence[Callable[[int], Any]] = compiled.steps
-        states: list[Any] | None = None
-    else:
-        init, all_steps, states = _interned(compiled)
     # Internally, operation k is the k-th to be called (see the module docstring).
     perm = sorted(range(n), key=lambda i: (calls[i], i))
     events = sorted(
@@ -179,35 +146,31 @@ def search_steps(
         else:
             code[position] = k
 
-    steps = [all_steps[i] for i in perm]
+    steps = [compiled.steps[i] for i in perm]
     pure = [compiled.pure[i] for i in perm]
-    low_bits = n.bit_length()
-    sbits = STATE_BITS
-    seen: set[int] = set()
+    seen: set[tuple[int, int, Hashable]] = set()
     seen_add = seen.add
-    stack: list[tuple[int, int, int, int]] = []
+    stack: list[tuple[int, Hashable, int, int]] = []
     push = stack.append
     pop = stack.pop
     reject = REJECT
     clock = CLOCK_EVERY
 
-    def public(sid: int) -> Any:
-        return sid if states is None else states[sid]
-
     def estimate() -> int:
-        """Bytes held by the cache (entries are ints of about the size of the last key)."""
-        held = sys.getsizeof(seen) + len(seen) * sys.getsizeof(key) + sys.getsizeof(stack) * 2
-        if states is not None:
-            held += len(states) * (100 + sys.getsizeof(states[-1]))
-        return held
+        """Bytes held by the cache: the set's table, and per entry a tuple, its window and
+        its state (sized like the last key; ints up to 256 are shared and cost nothing)."""
+        per_entry = sys.getsizeof(key) + sys.getsizeof(key[1])
+        if not (isinstance(key[2], int) and -5 <= key[2] <= 256):
+            per_entry += sys.getsizeof(key[2])
+        return sys.getsizeof(seen) + len(seen) * per_entry + sys.getsizeof(stack) * 2
 
-    state = init
+    state = compiled.init
     low = 0  # every operation k < low is linearized; operation low is not
     window = 0  # bit d set: operation low + d is linearized (bit 0 is always clear)
-    key = 0
+    key: tuple[int, int, Hashable] = (0, 0, state)
     entry = nxt[0]
     best_depth = -1
-    best: tuple[tuple[int, ...], int, int | None] = ((), state, None)
+    best: tuple[tuple[int, ...], Hashable, int | None] = ((), state, None)
 
     while True:
         c = code[entry]
@@ -219,18 +182,13 @@ def search_steps(
             if c == low:
                 w = window | 1
                 t = (~w & (w + 1)).bit_length() - 1  # trailing ones
-                new_low = low + t
-                new_window = w >> t
+                key = (low + t, w >> t, new)
             else:
-                new_low = low
-                new_window = window | (1 << (c - low))
-            key = (((new_window << low_bits) | new_low) << sbits) | new
+                key = (low, window | (1 << (c - low)), new)
             if key not in seen:
                 seen_add(key)
                 push((entry, state, low, window))
-                low = new_low
-                window = new_window
-                state = new
+                low, window, state = key
                 p = prv[entry]
                 q = nxt[entry]
                 nxt[p] = q
@@ -244,7 +202,7 @@ def search_steps(
                 if entry == tail:
                     order = tuple(perm[code[e]] for e, _, _, _ in stack)
                     return SearchOutcome(
-                        Verdict.LINEARIZABLE, order, public(state), None, len(seen), None, estimate()
+                        Verdict.LINEARIZABLE, order, state, None, len(seen), None, estimate()
                     )
                 continue
             if not pure[c]:
@@ -260,7 +218,7 @@ def search_steps(
             if not stack:
                 order, best_state, blocked = best
                 return SearchOutcome(
-                    Verdict.NOT_LINEARIZABLE, order, public(best_state), blocked, len(seen), None, estimate()
+                    Verdict.NOT_LINEARIZABLE, order, best_state, blocked, len(seen), None, estimate()
                 )
             entry, state, low, window = pop()
             c = code[entry]
@@ -280,6 +238,6 @@ def search_steps(
                 if reason is not None:
                     order, best_state, blocked = best
                     return SearchOutcome(
-                        Verdict.UNKNOWN, order, public(best_state), blocked, len(seen), reason, estimate()
+                        Verdict.UNKNOWN, order, best_state, blocked, len(seen), reason, estimate()
                     )
             yield
