@@ -6,8 +6,9 @@ each actor: where do you run?) and each replica's storage directory was made by 
 then clients write and read while one worker node is killed; every shard stays available afterwards;
 and the whole recorded history is linearizable, to a definite verdict.
 
-The cluster replaces the test session's embedded Ray runtime for the length of this module and the
-session's runtime is started again afterwards (as ``tests/conftest.py`` starts it).
+Each test gets a cluster of its own (a test kills one of its nodes); it replaces the test session's
+embedded Ray runtime for the length of the test, and the session's runtime is started again afterwards
+(as ``tests/conftest.py`` starts it).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ BEFORE_S, AFTER_S = 3.0, 5.0
 CHECK_TIMEOUT_S = 60.0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster() -> Iterator[tuple[Cluster, list[Any]]]:
     had_session = ray.is_initialized()
     if had_session:
