@@ -28,6 +28,8 @@ rules switched on in every server, to show that the tests catch them (:data:`SHA
 
 - ``skv_no_gc``: a group never asks the previous holder to delete the shards it installed, so moved
   shards are kept forever (and, since the group never settles, it never takes the next configuration);
+- ``skv_keep_deleted``: a group obeys a delete (the shard stops counting as leaving) but keeps the
+  shard's data in every snapshot after, so the storage of moved-away shards is never reclaimed;
 - ``skv_no_dedup_move``: shards move without their dedup tables, so a retried Put or Append that the
   old owner applied is applied again by the new one;
 - ``skv_serve_leaving``: a group keeps serving shards that are leaving it, so writes land on a copy
@@ -39,7 +41,9 @@ threads at once. The limits are the Raft harness's (:mod:`actors.harness`), impo
 from __future__ import annotations
 
 import functools
+import io
 import os
+import pickle
 import random
 import string
 import tempfile
@@ -81,7 +85,8 @@ _get = get_with_deadline
 #: the environment variable naming the planted faults of a run (comma separated)
 PLANT_ENV = "RAYKV_SHARDKV_PLANT"
 #: the faults the harness can plant (see the module docstring)
-SHARDKV_FAULTS: frozenset[str] = frozenset({"skv_no_gc", "skv_no_dedup_move", "skv_serve_leaving"})
+SHARDKV_FAULTS: frozenset[str] = frozenset({"skv_no_gc", "skv_keep_deleted", "skv_no_dedup_move",
+                                            "skv_serve_leaving"})
 
 
 def shardkv_faults(faults: Iterable[str] | None) -> frozenset[str]:
@@ -102,6 +107,32 @@ class NoDedupMoveStateMachine(ShardKVStateMachine):
         if isinstance(payload, tuple):
             payload = tuple((p[0], p[1], {}) if isinstance(p, tuple) and len(p) == 3 else p for p in payload)
         return super()._apply_install(num, payload)
+
+
+class KeepDeletedStateMachine(ShardKVStateMachine):
+    """Planted fault ``skv_keep_deleted``: deleted shards' data stays in every later snapshot (as a
+    second pickle after the real one, which ``restore`` reads back)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.graveyard: dict[tuple[int, int], dict[str, str]] = {}
+
+    def _apply_delete(self, num: Any, shards: Any) -> tuple[int, ...]:
+        if isinstance(shards, tuple) and num == self.config.num:
+            for s in shards:
+                sh = self.shards.get(s)
+                if sh is not None and sh.status == LEAVING:
+                    self.graveyard[(num, s)] = dict(sh.data)
+        return super()._apply_delete(num, shards)
+
+    def snapshot(self) -> bytes:
+        return super().snapshot() + pickle.dumps(self.graveyard)
+
+    def restore(self, data: bytes, index: int) -> None:
+        super().restore(data, index)  # pickle.loads ignores what follows the first pickle
+        f = io.BytesIO(data)
+        pickle.load(f)
+        self.graveyard = pickle.load(f)
 
 
 class ServeLeavingStateMachine(ShardKVStateMachine):
@@ -182,6 +213,9 @@ class ShardKVHarness:
         sm_cls: type[ShardKVStateMachine] = ShardKVStateMachine
         if "skv_no_dedup_move" in self.faults:
             sm_cls = NoDedupMoveStateMachine
+        if "skv_keep_deleted" in self.faults:
+            sm_cls = KeepDeletedStateMachine if sm_cls is ShardKVStateMachine else type(
+                "PlantedStateMachine", (KeepDeletedStateMachine, sm_cls), {})
         if "skv_serve_leaving" in self.faults:
             sm_cls = ServeLeavingStateMachine if sm_cls is ShardKVStateMachine else type(
                 "PlantedStateMachine", (ServeLeavingStateMachine, sm_cls), {})
