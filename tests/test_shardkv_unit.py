@@ -339,3 +339,24 @@ def drive(seed: int, nconfigs: int, nshards: int) -> None:
 @given(seed=st.integers(0, 2**32), nconfigs=st.integers(1, 12), nshards=st.sampled_from([1, 3, 10]))
 def test_random_reconfigurations_lose_nothing(seed: int, nconfigs: int, nshards: int) -> None:
     drive(seed, nconfigs, nshards)
+
+
+def test_routers_pickle_without_their_caches():
+    """An unpickled NetworkRouter takes a fresh end prefix (ends are never shared between processes);
+    a DirectRouter keeps its known handles and namespace but looks other names up again."""
+    from shardkv.endpoints import CtrlerEndpoints, DirectRouter, NetworkRouter
+
+    r = NetworkRouter("net-handle", prefix="p1")
+    r._ends["s"] = "p1.1->s"
+    r2 = pickle.loads(pickle.dumps(r))
+    assert r2.network == "net-handle" and r2.prefix != "p1" and r2._ends == {}
+    assert r2._new_end("s") != r._new_end("s")
+    d = DirectRouter({"ctl-0": "handle0"}, "ns")
+    d._handles["server-1"] = "looked-up"
+    d2 = pickle.loads(pickle.dumps(d))
+    assert d2._handles == {"ctl-0": "handle0"} and d2.namespace == "ns"
+    d.forget("ctl-0")
+    d.forget("server-1")
+    assert d._handles == {"ctl-0": "handle0"}  # known handles are never forgotten
+    with pytest.raises(ValueError, match="at least one server"):
+        CtrlerEndpoints(d, ())
