@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import random
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +59,14 @@ def shardkv(ray_session: None) -> Iterator[Callable[..., ShardKVHarness]]:
     failures = []
     for h in made:
         try:
+            try:
+                moves = h.move_times()
+            except Exception as e:  # a figure, not a check: never in the way of the cleanup
+                print(f"shard move times unavailable: {e!r}")
+                moves = []
+            if moves:
+                print(f"shard moves: {len(moves)}, median {statistics.median(moves) * 1000:.0f} ms, "
+                      f"worst {moves[-1] * 1000:.0f} ms")
             print(f"shardkv harness seed {h.seed}: {h.summary()}")
             h.cleanup()
         except AssertionError as e:

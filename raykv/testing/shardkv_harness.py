@@ -374,6 +374,22 @@ class ShardKVHarness:
         values = _get(list(refs.values()))
         return dict(zip(refs, values, strict=True))
 
+    def move_times(self) -> list[float]:
+        """Seconds each shard move took, from the first server of the new owner applying the
+        configuration that made the shard arrive to the first one applying its install (every clock is
+        the machine's CLOCK_MONOTONIC). Moves that never completed are not counted."""
+        started: dict[tuple[int, int, int], float] = {}
+        installed: dict[tuple[int, int, int], float] = {}
+        for name, events in self.shard_events().items():
+            gid = int(name.split("-")[1])
+            for what, num, shards, t in events:
+                table = started if what == "config" else installed if what == "installed" else None
+                if table is not None:
+                    for sh in shards:
+                        key = (gid, num, sh)
+                        table[key] = min(t, table.get(key, t))
+        return sorted(installed[k] - started[k] for k in installed if k in started)
+
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
