@@ -127,7 +127,10 @@ def _result(part: Partition, model: Model, searched: Searched, elapsed: float) -
     outcome, compiled = searched
     state = None if compiled is None else compiled.public_state(outcome.state)
     if state is None:  # a compiled state that stands for many public ones: replay the order
-        state = _replay(model, part.operations, outcome.order)
+        if compiled is not None and compiled.replay is not None:
+            state = compiled.replay(outcome.order)
+        else:
+            state = _replay(model, part.operations, outcome.order)
     return PartitionResult(
         key=part.key,
         operations=part.operations,
@@ -198,6 +201,10 @@ def check(
     limit = default_memory_limit() if memory_limit is None else memory_limit
     ops = validate_history(history)
     parts = partition(ops, model) if partitioned else [whole(ops)]
+    if len(parts) == 1:  # nothing to schedule
+        searched = _drive(_run(parts[0], model, Limits(timeout, limit, start)))
+        final = (_result(parts[0], model, searched, time.monotonic() - start),)
+        return CheckResult(final[0].verdict, final, model, time.monotonic() - start, _describe_unknown(final))
     schedule = sorted(range(len(parts)), key=lambda i: (len(parts[i].operations), i))
     results: list[PartitionResult | None] = [None] * len(parts)
 
@@ -209,7 +216,7 @@ def check(
     else:
         limits = Limits(timeout, limit, start)
         running = deque((i, _run(parts[i], model, limits)) for i in schedule)
-        spent = dict.fromkeys(schedule, 0.0)
+        spent = [0.0] * len(parts)
         while running:
             i, steps = running.popleft()
             began = time.monotonic()

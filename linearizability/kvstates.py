@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Final
 
 __all__ = ["DEAD", "EMPTY", "PrefixTable"]
@@ -38,26 +39,35 @@ class PrefixTable:
     ``text(i) == reads[j][:n]`` and ``reads[j]`` is the smallest read value with that prefix.
     """
 
-    __slots__ = ("ids", "reads", "where")
+    __slots__ = ("exact", "ids", "reads", "where")
 
     def __init__(self, reads: Iterable[str]) -> None:
-        self.reads: list[str] = sorted({r for r in reads if r})
+        values = reads if isinstance(reads, list) else list(reads)
+        self.reads: list[str] = sorted(set(values)) if len(values) > 1 else values[:]
+        if self.reads and not self.reads[0]:
+            del self.reads[0]  # "" is EMPTY, not a prefix to look up
         self.where: list[tuple[int, int]] = [(0, 0), (-1, -1)]
         self.ids: dict[tuple[int, int], int] = {}
+        #: ids of the values read themselves (the targets of gets), looked up first
+        self.exact: dict[str, int] = {"": EMPTY}
 
     def id(self, value: str) -> int:
         """The id of ``value``: EMPTY, DEAD, or the id of a prefix of a value read."""
-        if not value:
-            return EMPTY
+        found = self.exact.get(value)
+        if found is not None:
+            return found
         reads = self.reads
         j = bisect_left(reads, value)
         if j == len(reads) or not reads[j].startswith(value):
             return DEAD
-        where = (j, len(value))
+        n = len(value)
+        where = (j, n)
         found = self.ids.get(where)
         if found is None:
             found = self.ids[where] = len(self.where)
             self.where.append(where)
+        if n == len(reads[j]):
+            self.exact[value] = found
         return found
 
     def text(self, sid: int) -> str | None:
@@ -68,15 +78,29 @@ class PrefixTable:
         return self.reads[j][:n] if n else ""
 
     def appender(self, value: str) -> Callable[[int], int]:
-        """A memoised transition ``id -> id of (text + value)`` (DEAD stays DEAD)."""
-        memo: dict[int, int] = {DEAD: DEAD}
-        text = self.text
-        intern = self.id
+        """A memoised transition ``id -> id of (text + value)`` (DEAD stays DEAD).
 
-        def append(sid: int) -> int:
-            new = memo.get(sid)
+        Fast path: when ``reads[j]``, the smallest read starting with the old value, goes on
+        with ``value``, it is also the smallest read starting with the new value, so the new
+        value is ``(j, n + len(value))`` without building or searching for any string."""
+        return partial(_append, {DEAD: DEAD}, self, value)
+
+
+def _append(memo: dict[int, int], table: PrefixTable, value: str, sid: int) -> int:
+    """:meth:`PrefixTable.appender`'s transition (a module function under ``partial``: cheaper
+    to make, one per append operation, than a closure)."""
+    new = memo.get(sid)
+    if new is None:
+        where = table.where
+        j, n = where[sid]
+        if n and table.reads[j].startswith(value, n):
+            at = (j, n + len(value))
+            ids = table.ids
+            new = ids.get(at)
             if new is None:
-                new = memo[sid] = intern(text(sid) + value)  # type: ignore[operator]
-            return new
-
-        return append
+                new = ids[at] = len(where)
+                where.append(at)
+        else:
+            new = table.id((table.reads[j][:n] if n else "") + value)
+        memo[sid] = new
+    return new

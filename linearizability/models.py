@@ -69,15 +69,17 @@ class CompiledHistory:
     Invariants: ``len(steps) == len(pure) == number of operations``; ``pure[i]`` is True only if
     operation ``i`` never changes the state when it is accepted (reads, refused cas); the search
     may then linearize it as soon as it is accepted without trying it later.  ``public_state``
-    gives the public
-    form of a compiled state, or None for a compiled state that stands for many public states
-    (the checker replays the linearization with :meth:`Model.step` to report the state).
+    gives the public form of a compiled state, or None for a compiled state that stands for
+    many public states; the checker then gets the public state after a linearization from
+    ``replay(order)`` if the model gives one (a fast equivalent of applying the operations in
+    ``order`` with :meth:`Model.step`), else from :meth:`Model.step` itself.
     """
 
     init: Hashable
     steps: list[Transition]
     pure: list[bool]
     public_state: Callable[[Any], Hashable]
+    replay: Callable[[Sequence[int]], Hashable] | None = None
 
 
 class Model(ABC):
@@ -288,11 +290,11 @@ class KVModel(Model):
         parsed = [
             (_kv_input(op.input), _kv_read(op.output) if op.input[0] == "get" else None) for op in operations
         ]
-        keys = sorted({key for (_, key, _), _ in parsed}, key=repr)
-        reads: dict[Any, list[str]] = {key: [] for key in keys}
+        reads: dict[Any, list[str]] = {key: [] for (_, key, _), _ in parsed}
         for (kind, key, _), out in parsed:
-            if kind == "get" and isinstance(out, str):
+            if kind == "get" and out is not UNKNOWN:
                 reads[key].append(out)
+        keys = list(reads) if len(reads) <= 1 else sorted(reads, key=repr)
         tables = {key: PrefixTable(reads[key]) for key in keys}
         pure = [kind == "get" for (kind, _, _), _ in parsed]
         if len(keys) <= 1:
@@ -306,7 +308,7 @@ class KVModel(Model):
                     return None
                 return ((only, value),) if value else ()
 
-            return CompiledHistory(EMPTY, steps, pure, public_single)
+            return CompiledHistory(EMPTY, steps, pure, public_single, _kv_replayer_single(parsed, only))
         index = {key: i for i, key in enumerate(keys)}
         steps = [_kv_multi(tables[key], kind, index[key], value, out) for (kind, key, value), out in parsed]
         ordered = [tables[key] for key in keys]
@@ -318,7 +320,45 @@ class KVModel(Model):
             pairs = ((k, v) for k, v in zip(keys, values, strict=True) if v)
             return tuple(sorted(pairs, key=lambda kv: repr(kv[0])))
 
-        return CompiledHistory((EMPTY,) * len(keys), steps, pure, public)
+        return CompiledHistory((EMPTY,) * len(keys), steps, pure, public, _kv_replayer(parsed))
+
+
+def _kv_replayer(parsed: list[tuple[tuple[str, Any, str], Any]]) -> Callable[[Sequence[int]], Hashable]:
+    """The public state after the operations ``order`` (indices into ``parsed``, whose items
+    are (input, output)): the same as applying them with :meth:`KVModel.step`, in time linear
+    in the length of the values."""
+
+    def replay(order: Sequence[int]) -> Hashable:
+        pieces: dict[Any, list[str]] = {}
+        for i in order:
+            kind, key, value = parsed[i][0]
+            if kind == "put":
+                pieces[key] = [value]
+            elif kind == "append":
+                pieces.setdefault(key, []).append(value)
+        values = ((key, "".join(parts)) for key, parts in pieces.items())
+        return tuple(sorted(((k, v) for k, v in values if v), key=lambda kv: repr(kv[0])))
+
+    return replay
+
+
+def _kv_replayer_single(
+    parsed: list[tuple[tuple[str, Any, str], Any]], key: Any
+) -> Callable[[Sequence[int]], Hashable]:
+    """:func:`_kv_replayer` for operations on the single key ``key``."""
+
+    def replay(order: Sequence[int]) -> Hashable:
+        pieces: list[str] = []
+        for i in order:
+            kind, _, value = parsed[i][0]
+            if kind == "append":
+                pieces.append(value)
+            elif kind == "put":
+                pieces = [value]
+        value = "".join(pieces)
+        return ((key, value),) if value else ()
+
+    return replay
 
 
 def _kv_single(table: PrefixTable, kind: str, value: str, out: Any) -> Transition:

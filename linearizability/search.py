@@ -45,6 +45,7 @@ import time
 from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from .budget import Limits
 from .models import REJECT, CompiledHistory
@@ -79,7 +80,6 @@ class SearchOutcome:
             ``order`` (every attempt to fit it in failed); None for LINEARIZABLE.
         explored: how many distinct (linearized set, state) configurations were visited.
         reason: for UNKNOWN, why the search stopped (which budget ran out).
-        cache_bytes: the search's estimate of the memory its cache took at the end.
     """
 
     verdict: Verdict
@@ -88,7 +88,16 @@ class SearchOutcome:
     blocked: int | None
     explored: int
     reason: str | None = None
-    cache_bytes: int = 0
+
+
+def _estimate(seen: set[tuple[int, int, Hashable]], key: tuple[int, int, Hashable], stack: list[Any]) -> int:
+    """Bytes held by the cache: the set's table, and per entry a tuple, its window and its state
+    (sized like the last key; ints up to 256 are shared and cost nothing).  A function of its
+    own, not a closure: a closure would turn the loop's variables into slower cell variables."""
+    per_entry = sys.getsizeof(key) + sys.getsizeof(key[1])
+    if not (isinstance(key[2], int) and -5 <= key[2] <= 256):
+        per_entry += sys.getsizeof(key[2])
+    return sys.getsizeof(seen) + len(seen) * per_entry + sys.getsizeof(stack) * 2
 
 
 def search(
@@ -156,14 +165,6 @@ def search_steps(
     reject = REJECT
     clock = CLOCK_EVERY
 
-    def estimate() -> int:
-        """Bytes held by the cache: the set's table, and per entry a tuple, its window and
-        its state (sized like the last key; ints up to 256 are shared and cost nothing)."""
-        per_entry = sys.getsizeof(key) + sys.getsizeof(key[1])
-        if not (isinstance(key[2], int) and -5 <= key[2] <= 256):
-            per_entry += sys.getsizeof(key[2])
-        return sys.getsizeof(seen) + len(seen) * per_entry + sys.getsizeof(stack) * 2
-
     state = compiled.init
     low = 0  # every operation k < low is linearized; operation low is not
     window = 0  # bit d set: operation low + d is linearized (bit 0 is always clear)
@@ -201,9 +202,7 @@ def search_steps(
                 entry = nxt[0]
                 if entry == tail:
                     order = tuple(perm[code[e]] for e, _, _, _ in stack)
-                    return SearchOutcome(
-                        Verdict.LINEARIZABLE, order, state, None, len(seen), None, estimate()
-                    )
+                    return SearchOutcome(Verdict.LINEARIZABLE, order, state, None, len(seen))
                 continue
             if not pure[c]:
                 entry = nxt[entry]
@@ -217,9 +216,7 @@ def search_steps(
         while True:
             if not stack:
                 order, best_state, blocked = best
-                return SearchOutcome(
-                    Verdict.NOT_LINEARIZABLE, order, best_state, blocked, len(seen), None, estimate()
-                )
+                return SearchOutcome(Verdict.NOT_LINEARIZABLE, order, best_state, blocked, len(seen))
             entry, state, low, window = pop()
             c = code[entry]
             r = ret_entry[c]
@@ -234,10 +231,8 @@ def search_steps(
         if not clock:
             clock = CLOCK_EVERY
             if limits is not None:
-                reason = limits.exceeded(estimate())
+                reason = limits.exceeded(_estimate(seen, key, stack))
                 if reason is not None:
                     order, best_state, blocked = best
-                    return SearchOutcome(
-                        Verdict.UNKNOWN, order, best_state, blocked, len(seen), reason, estimate()
-                    )
+                    return SearchOutcome(Verdict.UNKNOWN, order, best_state, blocked, len(seen), reason)
             yield

@@ -139,8 +139,9 @@ def test_kv_compiled_transitions_are_an_exact_quotient(ops: list[tuple[str, str,
         if op.input[0] == "get" and op.output is not UNKNOWN:
             reads.setdefault(op.input[1], []).append(op.output)
     compiled = model.compile(history)
+    assert compiled.replay is not None
     fast, slow = compiled.init, model.init()
-    for transition, op in zip(compiled.steps, history, strict=True):
+    for index, (transition, op) in enumerate(zip(compiled.steps, history, strict=True)):
         new_fast = transition(fast)
         ok, new_slow = model.step(slow, op.input, op.output)
         assert (new_fast is not REJECT) is ok
@@ -149,6 +150,7 @@ def test_kv_compiled_transitions_are_an_exact_quotient(ops: list[tuple[str, str,
         fast, slow = new_fast, new_slow
         live = all(any(r.startswith(v) for r in reads.get(k, [])) for k, v in slow)
         assert compiled.public_state(fast) == (slow if live else None)
+        assert compiled.replay(range(index + 1)) == slow  # the fast replay agrees with step
 
 
 def test_kv_values_no_get_sees_collapse_into_one_state() -> None:
