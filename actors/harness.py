@@ -7,6 +7,13 @@ one :class:`~actors.network.FaultyNetwork` actor, and offers the reference's ope
 ``one``, ``log_size`` and the RPC counters. Every failure raises ``AssertionError`` with a message
 naming what was expected.
 
+The tester's record of what was applied is an :class:`~actors.ledger.ApplyLedger` actor: every peer
+reports each entry it applies (and each snapshot it restores, each restart, crash and election) as
+it happens, and the ledger checks each report against everything before it (see :mod:`actors.ledger`
+for the checks). ``n_committed`` asks the ledger; any violation it has seen fails the next harness
+query and the test's teardown. ``faults`` (default: the core faults named in ``RAYKV_PLANT``) are
+switched on in every peer at every start, for proving that the tests catch them.
+
 The harness is synchronous (it is driven from a test's thread); it only ever blocks on ``ray.get``
 with a deadline, never inside an actor. It can be used from several threads at once (the churn and
 concurrent-start tests do).
@@ -19,14 +26,17 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import ray
 
+from actors.ledger import ApplyLedgerActor, LedgerReplica, planted_from_env
 from actors.network import FaultyNetwork
-from actors.replica import ReplicaSpec, replica_actor
+from actors.replica import ReplicaSpec
 from actors.statemachine import ApplyRecorder
 from actors.storage import FileStorage, MemoryStorage
+from raft.sim.config import FAULTS
 
 #: "elections should complete within one second" (the reference's RaftElectionTimeout)
 ELECTION_TIMEOUT_S = 1.0
@@ -44,6 +54,24 @@ def get_with_deadline(refs: Any) -> Any:
 _get = get_with_deadline
 
 
+def core_faults(faults: Iterable[str] | None) -> frozenset[str]:
+    """The core faults to plant: ``faults`` (each must be a core fault), or by default those named in
+    ``RAYKV_PLANT`` (names meant for a service harness are left to it)."""
+    if faults is None:
+        return planted_from_env() & FAULTS
+    chosen = frozenset(faults)
+    unknown = chosen - FAULTS
+    if unknown:
+        raise ValueError(f"unknown core fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+    return chosen
+
+
+def ledger_replica_actor(cls: type = LedgerReplica, max_concurrency: int = 1000) -> Any:
+    """The Ray actor class for a ledger-reporting replica: async, no CPU reserved, no retries."""
+    return ray.remote(num_cpus=0, max_concurrency=max_concurrency, max_restarts=0,
+                      max_task_retries=0)(cls)
+
+
 class RaftHarness:
     """``n`` Raft peers behind a faulty network; the reference ``make_config(n, unreliable, snapshot)``."""
 
@@ -55,19 +83,24 @@ class RaftHarness:
         seed: int | None = None,
         tick_s: float = 0.02,
         storage_root: str | None = None,
+        faults: Iterable[str] | None = None,
     ) -> None:
         """``storage_root``: keep each peer's state in durable :class:`FileStorage` under
-        ``storage_root/peer{i}`` instead of memory (needed to survive :meth:`kill_process`)."""
+        ``storage_root/peer{i}`` instead of memory (needed to survive :meth:`kill_process`).
+        ``faults``: broken core rules to switch on in every peer (see :func:`core_faults`)."""
         self.n = n
+        self.faults = core_faults(faults)
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.rng = random.Random(self.seed)
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
-        self.max_index = 0
-        self.max_index0 = 0
         self.net = FaultyNetwork.remote(seed=self.rng.randrange(2**31))
-        _get(self.net.set_long_delays.remote(True))
-        self.actor_cls = replica_actor()
+        self.ledger = ApplyLedgerActor.remote("peer")
+        _get([self.net.set_long_delays.remote(True), self.ledger.failure.remote()])
+        self.actor_cls = ledger_replica_actor()
+        if storage_root is not None:  # create each peer's storage; its actors open what is there
+            for i in range(n):
+                FileStorage(os.path.join(storage_root, f"peer{i}"), new=True).close()
         self.specs = [
             ReplicaSpec(
                 name=f"peer{i}",
@@ -78,6 +111,9 @@ class RaftHarness:
                     FileStorage, os.path.join(storage_root, f"peer{i}"), lock_timeout=10.0)),
                 tick_s=tick_s,
                 seed=self.rng.randrange(2**31),
+                # every turn: one() polls the ledger for what was applied, so it must be fresh
+                extra={"ledger": self.ledger, "faults": tuple(sorted(self.faults)),
+                       "report_window_s": 0.0},
             )
             for i in range(n)
         ]
@@ -176,8 +212,16 @@ class RaftHarness:
     # Checks
     # ------------------------------------------------------------------------------------------
 
+    def _raise_if_violated(self, failure: str | None) -> None:
+        if failure is not None:
+            raise AssertionError(f"the ledger saw a violation: {failure}")
+
     def states(self, peers: list[int]) -> list[tuple[int, bool]]:
-        return _get([self.replicas[i].get_state.remote() for i in peers])
+        """``(term, is_leader)`` of each of ``peers`` (and a check of the ledger, in the same round)."""
+        *answers, failure = _get([self.replicas[i].get_state.remote() for i in peers]
+                                 + [self.ledger.failure.remote()])
+        self._raise_if_violated(failure)
+        return answers
 
     def check_one_leader(self) -> int:
         """Wait (up to 10 × ~0.5 s) for exactly one leader among connected peers; return it."""
@@ -207,21 +251,15 @@ class RaftHarness:
             assert not is_leader, f"expected no leader among connected servers, but {i} claims to be leader"
 
     def n_committed(self, index: int) -> tuple[int, Any]:
-        """How many peers have applied ``index``, and the command; disagreement fails the test."""
-        peers = self._live_processes()
-        answers = _get([self.replicas[i].applied_at.remote(index) for i in peers])
-        count, cmd = 0, None
-        for i, (has, c, errors) in zip(peers, answers, strict=True):
-            assert errors == 0, f"peer {i}'s applier reported errors: {self.applier_errors(i)}"
-            if has:
-                assert count == 0 or cmd == c, (
-                    f"committed values do not match: index {index}, {cmd!r}, {c!r}")
-                count += 1
-                cmd = c
+        """How many peers have applied ``index`` (ever, crashed or killed ones included, as the
+        reference counts), and the command. Any violation the ledger has seen fails the test."""
+        count, cmd, failure = _get(self.ledger.committed.remote(index))
+        self._raise_if_violated(failure)
         return count, cmd
 
-    def applier_errors(self, i: int) -> list[str]:
-        return _get(self.replicas[i].applied_log.remote())[1]
+    def applied_by(self, i: int) -> dict[int, Any]:
+        """Everything peer ``i`` ever applied (or restored from a snapshot): index -> command."""
+        return _get(self.ledger.applied_by.remote(i))
 
     def wait(self, index: int, n: int, start_term: int) -> Any:
         """Wait for at least ``n`` peers to apply ``index``; -1 if the term moved past ``start_term``."""
@@ -275,8 +313,11 @@ class RaftHarness:
         return _get(self.replicas[i].start_command.remote(cmd))
 
     def start_many(self, starts: list[tuple[int, Any]]) -> list[tuple[int, int, bool]]:
-        """Start several commands at once (one round of concurrent calls)."""
-        return _get([self.replicas[i].start_command.remote(cmd) for i, cmd in starts])
+        """Start several commands at once (one round of concurrent calls, with a ledger check)."""
+        *answers, failure = _get([self.replicas[i].start_command.remote(cmd) for i, cmd in starts]
+                                 + [self.ledger.failure.remote()])
+        self._raise_if_violated(failure)
+        return answers
 
     def log_size(self) -> int:
         """The largest persisted Raft state (bytes) among the peers."""
@@ -295,23 +336,20 @@ class RaftHarness:
         return time.monotonic() - self.t0
 
     def check_applied_logs(self) -> None:
-        """Cross-check every entry every peer ever applied: same index, same command, no errors."""
-        logs = _get([self.replicas[i].applied_log.remote() for i in self._live_processes()])
-        seen: dict[int, tuple[int, Any]] = {}
-        for i, (log_, errors) in enumerate(logs):
-            assert not errors, f"peer {i}'s applier reported errors: {errors}"
-            for index, cmd in log_.items():
-                if index in seen:
-                    j, other = seen[index]
-                    assert other == cmd, (
-                        f"peer {i} applied {cmd!r} at index {index} but peer {j} applied {other!r}")
-                else:
-                    seen[index] = (i, cmd)
+        """The ledger's verdict on everything every peer ever applied (see :mod:`actors.ledger`):
+        the first violation, naming both peers by id, the index, both commands and their terms."""
+        failures, _ = _get(self.ledger.verdict.remote())
+        if failures:
+            more = f" (and {len(failures) - 1} more: {'; '.join(failures[1:4])})" if len(failures) > 1 else ""
+            raise AssertionError(f"the ledger saw a violation: {failures[0]}{more}")
 
     def cleanup(self) -> None:
-        """Check the applied logs and the time limit, then kill every actor."""
+        """Check the ledger, the peers' handlers and the time limit, then kill every actor."""
         try:
             self.check_applied_logs()
+            st = _get(self.net.stats.remote())
+            assert st["handler_errors"] == 0, (
+                f"{st['handler_errors']} peer handlers raised (see the ERROR log of raykv.network)")
             assert self.elapsed() <= TEST_TIME_LIMIT_S, (
                 f"test took longer than {TEST_TIME_LIMIT_S:.0f} seconds ({self.elapsed():.1f} s)")
         finally:
@@ -321,8 +359,10 @@ class RaftHarness:
         ray.kill(self.net, no_restart=True)  # first, so that it does not report the peers' deaths
         for r in self.replicas:
             ray.kill(r, no_restart=True)
+        ray.kill(self.ledger, no_restart=True)
 
     def summary(self) -> str:
-        st = _get(self.net.stats.remote())
+        st, (_, counts) = _get([self.net.stats.remote(), self.ledger.verdict.remote()])
+        planted = f"  planted {','.join(sorted(self.faults))}" if self.faults else ""
         return (f"{self.elapsed():5.1f}s  peers {self.n}  rpcs {st.get('total_count')}  "
-                f"bytes {st.get('total_bytes')}  cmds {self.max_index - self.max_index0}")
+                f"bytes {st.get('total_bytes')}  ledger {counts}{planted}")

@@ -14,6 +14,20 @@ disabled end fails within 100 ms), and offers the reference's operations:
 
 Every blocking call has a deadline (:data:`CALL_DEADLINE_S`); failures raise ``AssertionError``.
 The harness is synchronous and may be used from several threads at once.
+
+Every server reports what it applies to an :class:`~actors.ledger.ApplyLedger` (the same checks as
+the Raft harness: every server applies the same batch with the same result at each index, in order,
+one leader per term, leader completeness, persistence across restarts); a violation fails the next
+``leader()`` / ``partition()`` call and the teardown.
+
+Planted faults (``faults``, default ``RAYKV_PLANT``): the core's, and two broken rules of the service
+(:data:`KV_FAULTS`), switched on in every server at every start:
+
+- ``kv_no_dedup``: the dedup table is forgotten before every entry, so a retried Put or Append that
+  had already been applied is applied again;
+- ``kv_local_read``: a server that believes it leads answers a batch of Gets from its own state at
+  once, without going through the log (a deposed leader that has not heard of its successor
+  answers stale values).
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import itertools
 import random
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import ray
@@ -30,19 +45,60 @@ import ray
 # The same limits as the Raft harness (the reference's), re-exported for the kvraft tests.
 from actors.harness import CALL_DEADLINE_S as CALL_DEADLINE_S
 from actors.harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
-from actors.harness import TEST_TIME_LIMIT_S, get_with_deadline
+from actors.harness import TEST_TIME_LIMIT_S, get_with_deadline, ledger_replica_actor
+from actors.ledger import ApplyLedgerActor, LedgerReplica, planted_from_env
 from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec
 from kvraft.async_clerk import AsyncClerk
 from kvraft.clerk import Clerk, ClerkCore
 from kvraft.endpoints import NetworkEndpoints
-from kvraft.server import kv_replica_actor
+from kvraft.ops import GET, OK, Batch
+from kvraft.server import KVReplica
 from kvraft.statemachine import KVStateMachine
+from raft.sim.config import FAULTS
 
 #: how long a test clerk waits for one server before trying the next
 CLERK_ATTEMPT_TIMEOUT_S = 1.0
 
+#: how often a KV server reports to the ledger at most (nothing here waits on the ledger's freshness)
+KV_REPORT_WINDOW_S = 0.05
+
+#: the KV service's planted faults (see the module docstring)
+KV_FAULTS: frozenset[str] = frozenset({"kv_no_dedup", "kv_local_read"})
+
 _get = get_with_deadline
+
+
+def kv_faults(faults: Iterable[str] | None) -> frozenset[str]:
+    """The faults to plant: ``faults`` (core or service faults), or by default ``RAYKV_PLANT``."""
+    chosen = planted_from_env() if faults is None else frozenset(faults)
+    unknown = chosen - FAULTS - KV_FAULTS
+    if unknown:
+        raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS | KV_FAULTS)}")
+    return chosen
+
+
+class NoDedupKVStateMachine(KVStateMachine):
+    """Planted fault ``kv_no_dedup``: forgets the dedup table before every entry."""
+
+    def apply_batch(self, batch: Batch) -> list[str | None]:
+        self.sessions.clear()
+        return super().apply_batch(batch)
+
+
+class HarnessKVReplica(LedgerReplica, KVReplica):
+    """The harness's KV server: reports to the ledger; ``kv_local_read`` when planted."""
+
+    def __init__(self, spec: ReplicaSpec) -> None:
+        super().__init__(spec)
+        self._local_read = "kv_local_read" in spec.extra.get("service_faults", ())
+
+    async def rpc_kv(self, ops: Batch) -> tuple[str, Any] | None:
+        core, sm = self.core, self.sm
+        if (self._local_read and core is not None and core.is_leader and sm is not None
+                and all(op[0] == GET for op in ops)):
+            return OK, [sm.get(op[1]) for op in ops]  # type: ignore[attr-defined]
+        return await super().rpc_kv(ops)
 
 
 class KVHarness:
@@ -56,23 +112,32 @@ class KVHarness:
         maxraftstate: int = -1,
         seed: int | None = None,
         tick_s: float = 0.02,
+        faults: Iterable[str] | None = None,
     ) -> None:
+        """``faults``: broken rules to switch on in every server (see :func:`kv_faults`)."""
         self.n = n
         self.maxraftstate = maxraftstate
+        self.faults = kv_faults(faults)
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.rng = random.Random(self.seed)
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
         self.net = FaultyNetwork.remote(seed=self.rng.randrange(2**31))
-        actor_cls = kv_replica_actor()
+        self.ledger = ApplyLedgerActor.remote("server")
+        actor_cls = ledger_replica_actor(HarnessKVReplica)
+        sm_cls = NoDedupKVStateMachine if "kv_no_dedup" in self.faults else KVStateMachine
+        extra = {"ledger": self.ledger, "faults": tuple(sorted(self.faults & FAULTS)),
+                 "service_faults": tuple(sorted(self.faults & KV_FAULTS)),
+                 "report_window_s": KV_REPORT_WINDOW_S}
         self.replicas = [
             actor_cls.remote(ReplicaSpec(
                 name=f"server{i}",
                 peer_id=i,
                 peers=tuple(range(n)),
-                state_machine=functools.partial(KVStateMachine, maxraftstate),
+                state_machine=functools.partial(sm_cls, maxraftstate),
                 tick_s=tick_s,
                 seed=self.rng.randrange(2**31),
+                extra=extra,
             ))
             for i in range(n)
         ]
@@ -173,7 +238,12 @@ class KVHarness:
             for j, e in self.ends[i].items():
                 (on if i in side and j in side and side[i] == side[j] else off).append(e)
         _get(self.net.enable_many.remote(off, False))
-        _get(self.net.enable_many.remote(on, True))
+        _, failure = _get([self.net.enable_many.remote(on, True), self.ledger.failure.remote()])
+        self._raise_if_violated(failure)
+
+    def _raise_if_violated(self, failure: str | None) -> None:
+        if failure is not None:
+            raise AssertionError(f"the ledger saw a violation: {failure}")
 
     def set_unreliable(self, unreliable: bool) -> None:
         _get(self.net.set_reliable.remote(not unreliable))
@@ -184,7 +254,9 @@ class KVHarness:
 
     def leader(self) -> tuple[bool, int]:
         """The first server whose Raft claims to lead, as ``(True, i)``; ``(False, 0)`` if none."""
-        states = _get([r.get_state.remote() for r in self.replicas])
+        *states, failure = _get([r.get_state.remote() for r in self.replicas]
+                                + [self.ledger.failure.remote()])
+        self._raise_if_violated(failure)
         for i, (_, is_leader) in enumerate(states):
             if is_leader and self.alive[i]:
                 return True, i
@@ -216,13 +288,23 @@ class KVHarness:
         return time.monotonic() - self.t0
 
     def summary(self) -> str:
-        st = _get(self.net.stats.remote())
+        st, (_, counts) = _get([self.net.stats.remote(), self.ledger.verdict.remote()])
+        planted = f"  planted {','.join(sorted(self.faults))}" if self.faults else ""
         return (f"{self.elapsed():5.1f}s  servers {self.n}  rpcs {st.get('total_count')}  "
-                f"bytes {st.get('total_bytes')}  handler errors {st.get('handler_errors')}")
+                f"bytes {st.get('total_bytes')}  handler errors {st.get('handler_errors')}  "
+                f"ledger {counts}{planted}")
+
+    def check_applied_logs(self) -> None:
+        """The ledger's verdict on everything every server ever applied (see :mod:`actors.ledger`)."""
+        failures, _ = _get(self.ledger.verdict.remote())
+        if failures:
+            more = f" (and {len(failures) - 1} more: {'; '.join(failures[1:4])})" if len(failures) > 1 else ""
+            raise AssertionError(f"the ledger saw a violation: {failures[0]}{more}")
 
     def cleanup(self) -> None:
-        """Check for handler errors and the time limit, then kill every actor."""
+        """Check the ledger, handler errors and the time limit, then kill every actor."""
         try:
+            self.check_applied_logs()
             st = _get(self.net.stats.remote())
             assert st["handler_errors"] == 0, (
                 f"{st['handler_errors']} server handlers raised (see the ERROR log of raykv.network)")
@@ -235,3 +317,4 @@ class KVHarness:
         ray.kill(self.net, no_restart=True)
         for r in self.replicas:
             ray.kill(r, no_restart=True)
+        ray.kill(self.ledger, no_restart=True)

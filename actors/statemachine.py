@@ -32,34 +32,22 @@ class StateMachine(Protocol):
 
 
 class ApplyRecorder:
-    """The Raft suites' state machine: records every applied command, as the reference applier does.
+    """The Raft suites' state machine, as the reference ``applierSnap``: it keeps every command applied
+    so far (``log``: index -> command), and with ``snapshot_interval`` set it asks for a snapshot
+    whenever ``(index + 1) % snapshot_interval == 0``; its snapshot holds every command up to the
+    snapshot's index, so a peer restored from one can still be cross-checked command by command.
 
-    It checks that entries arrive in order with no gaps; a violation is recorded in ``errors`` (the
-    harness fails the test when it sees one). With ``snapshot_interval`` set, it asks for a snapshot
-    whenever ``(index + 1) % snapshot_interval == 0`` (the reference ``applierSnap``), and its snapshot
-    holds every command applied so far, so a restored peer can still be cross-checked.
-
-    ``log`` maps index -> command and survives a simulated crash of the peer (in the reference it is
-    the tester's record, not the peer's memory); a restore replaces it with the snapshot's contents.
-    The replica therefore calls :meth:`reset` on restart instead of building a new recorder
-    (``survives_restart``); a real service loses everything and is rebuilt from its snapshot.
+    It is the peer's state and nothing more: a restart builds a new one, which a snapshot restores.
+    The tests' record of what was applied is not kept here (a crash would lose it) but in the
+    harness's :class:`~actors.ledger.ApplyLedger`, which also checks that entries arrive in order.
     """
-
-    survives_restart = True
 
     def __init__(self, snapshot_interval: int | None = None) -> None:
         self.snapshot_interval = snapshot_interval
         self.log: dict[int, Any] = {}
         self.last_applied = 0
-        self.errors: list[str] = []
-
-    def reset(self) -> None:
-        """A restart: the peer re-applies from its snapshot (or from index 1)."""
-        self.last_applied = 0
 
     def apply(self, index: int, command: Any) -> Any:
-        if index != self.last_applied + 1:
-            self.errors.append(f"applied index {index} out of order (expected {self.last_applied + 1})")
         self.log[index] = command
         self.last_applied = index
         return None
@@ -70,7 +58,7 @@ class ApplyRecorder:
     def restore(self, data: bytes, index: int) -> None:
         last, commands = pickle.loads(data)
         if last != index:
-            self.errors.append(f"snapshot for index {index} holds state up to {last}")
+            raise ValueError(f"snapshot for index {index} holds the commands up to {last}")
         self.log = {i + 1: c for i, c in enumerate(commands)}
         self.last_applied = last
 

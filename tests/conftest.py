@@ -9,6 +9,40 @@ from typing import Any
 import pytest
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--plant", default=None, metavar="FAULT[,FAULT...]",
+        help="switch on deliberately broken rules in every peer the Ray harnesses start, to prove "
+             "that the tests catch them (sets RAYKV_PLANT; names: raft.sim.config.FAULTS and "
+             "actors.kv_harness.KV_FAULTS)")
+
+
+#: the environment variable the harnesses read (``actors.ledger.PLANT_ENV``; not imported here, so
+#: that runs without planted faults do not pay for importing Ray)
+PLANT_ENV = "RAYKV_PLANT"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    plant = config.getoption("--plant")
+    if plant is not None:
+        os.environ[PLANT_ENV] = plant
+    if not os.environ.get(PLANT_ENV, "").strip():
+        return
+    from actors.kv_harness import KV_FAULTS
+    from actors.ledger import planted_from_env
+    from raft.sim.config import FAULTS
+
+    unknown = planted_from_env() - FAULTS - KV_FAULTS
+    if unknown:
+        raise pytest.UsageError(f"unknown planted fault(s) {sorted(unknown)}; known: "
+                                f"{sorted(FAULTS | KV_FAULTS)}")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    plant = os.environ.get(PLANT_ENV, "").strip()
+    return f"planted faults ({PLANT_ENV}): {plant}" if plant else None
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """Start an embedded Ray runtime once for every test that needs one."""
