@@ -201,11 +201,21 @@ def test_sim_passes_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_sim_main_is_found_when_it_exists() -> None:
-    try:
-        exists = importlib.util.find_spec(cli.SIM_MODULE) is not None
-    except ModuleNotFoundError:
-        exists = False
-    assert (cli._find_sim_main() is not None) == exists
+    """This installation has the simulator: ``raykv sim`` must find its very ``main``."""
+    from raft.sim import cli as sim_cli
+
+    assert sim_cli.__name__ == cli.SIM_MODULE
+    assert cli._find_sim_main() is sim_cli.main
+
+
+def test_sim_main_is_not_found_when_the_module_or_its_main_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "SIM_MODULE", "raft.no_such_simulator")
+    assert cli._find_sim_main() is None
+    monkeypatch.setattr(cli, "SIM_MODULE", "no_such_package.cli")  # its parent is missing too
+    assert cli._find_sim_main() is None
+    monkeypatch.setattr(cli, "SIM_MODULE", "raft.sim.config")  # exists, but has no main
+    assert cli._find_sim_main() is None
 
 
 def test_sim_usage_errors_exit_2_without_raising(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,19 +70,34 @@ def test_bad_input_is_refused_before_sending(kv_harness):
     assert acounting.calls >= 1 and ack.seq == 1
 
 
+def _logs_settled(cfg) -> bool:
+    """No call is waiting on a server, and every server has applied its whole log, the same log
+    length everywhere: no uncommitted copy of anything is left in any log, and nothing is on its way
+    to be proposed."""
+    import ray
+
+    stats = ray.get(cfg.net.stats.remote(), timeout=30)
+    sts = ray.get([r.status.remote() for r in cfg.replicas], timeout=30)
+    ends = {(st["applied"], st["last_index"]) for st in sts}
+    return stats["in_flight"] == 0 and len(ends) == 1 and all(a == last for a, last in ends)
+
+
 def test_timeout_names_servers_and_leaves_nothing_half_done(kv_harness):
     """A call that cannot complete raises TimeoutError naming the servers it tried; the operation
     then either took effect once, before the clerk's next completed operation, or never does."""
     cfg = kv_harness(5)
     rec = Recorder()
     ck = cfg.make_client()
-    ck.put("k", "a", timeout=OP_TIMEOUT_S)
+    with rec.operation(1, ("put", "k", "a")):
+        ck.put("k", "a", timeout=OP_TIMEOUT_S)
     # Reach no server at all: nothing can be applied.
     cfg.disconnect_client(ck, list(range(5)))
-    t = time.monotonic()
-    with pytest.raises(TimeoutError) as info:
-        ck.put("k", "never", timeout=1.0)
-    took = time.monotonic() - t
+    with rec.operation(1, ("put", "k", "never")) as op:
+        t = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            ck.put("k", "never", timeout=1.0)
+        took = time.monotonic() - t
+        op.unknown()
     assert 0.9 <= took <= 2.0, f"timeout 1.0 s took {took:.2f} s"
     assert isinstance(info.value, KVTimeoutError)
     assert re.search(r"servers tried: server\d", str(info.value)), str(info.value)
@@ -92,9 +107,10 @@ def test_timeout_names_servers_and_leaves_nothing_half_done(kv_harness):
     p1, p2 = cfg.make_partition()
     cfg.partition(p1, p2)
     cfg.connect_client(ck, p2)
-    with rec.operation(1, ("put", "k", "maybe")) as op, pytest.raises(TimeoutError):
-        ck.put("k", "maybe", timeout=1.5)
-    op.unknown()
+    with rec.operation(1, ("put", "k", "maybe")) as op:
+        with pytest.raises(TimeoutError):
+            ck.put("k", "maybe", timeout=1.5)
+        op.unknown()  # marked inside the operation: the recorder closes it as unknown
     cfg.connect_all()
     cfg.connect_client(ck, list(range(5)))
     with rec.operation(1, ("append", "k", "+next")):
@@ -102,9 +118,19 @@ def test_timeout_names_servers_and_leaves_nothing_half_done(kv_harness):
     with rec.operation(1, ("get", "k")) as op:
         op.output = v1 = ck.get("k", timeout=OP_TIMEOUT_S)
     assert v1 in ("a+next", "maybe+next"), v1
-    time.sleep(1.0)  # any stale copy of the timed-out put would have committed by now
+    # The evidence that no copy of the timed-out put can take effect from now on: no call is in
+    # flight, and every server holds only applied entries, the same number everywhere (a copy left
+    # in the old leader's log would be an entry it has not applied). A copy the clerk might still
+    # send is a duplicate: its seq is below the append's, which every server has applied.
+    deadline = time.monotonic() + 10
+    while not _logs_settled(cfg):
+        assert time.monotonic() < deadline, "the servers' logs did not settle within 10 s"
+        time.sleep(0.05)
     other = cfg.make_client()
-    assert other.get("k", timeout=OP_TIMEOUT_S) == v1
+    with rec.operation(2, ("get", "k")) as op:
+        op.output = v2 = other.get("k", timeout=OP_TIMEOUT_S)
+    assert v2 == v1, f"the value changed after the clerk moved on: {v1!r} -> {v2!r}"
+    check_history(rec, "timeouts")
 
 
 def test_async_clerk_batches_and_is_linearizable_under_faults(kv_harness):

@@ -224,7 +224,8 @@ def _internal_churn(cfg, unreliable: bool) -> None:
         results.append(values)
 
     ncli = 3
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(ncli)]
+    threads = [threading.Thread(target=client, args=(i,), name=f"churn-client-{i}", daemon=True)
+               for i in range(ncli)]
     for t in threads:
         t.start()
     for _ in range(20):
@@ -249,9 +250,13 @@ def _internal_churn(cfg, unreliable: bool) -> None:
             cfg.start1(i)
         cfg.connect(i)
     stop.set()
+    deadline = time.monotonic() + 60
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    hung = [t.name for t in threads if t.is_alive()]
+    assert not hung, f"client threads {hung} did not finish within 60 s of being told to stop"
     assert not errors, f"client failed: {errors[0]}"
+    assert len(results) == ncli, f"only {len(results)} of {ncli} clients returned their values"
     time.sleep(ELECTION_TIMEOUT_S)
     last_index = cfg.one(rng.randrange(2**31), servers, True)
     really = set()
