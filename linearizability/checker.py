@@ -115,7 +115,20 @@ def _run(part: Partition, model: Model, limits: Limits) -> Generator[None, None,
         return SearchOutcome(Verdict.UNKNOWN, (), None, None, 0, reason), None
     try:
         compiled = model.compile(ops)
-        steps = search_steps(compiled, [op.call for op in ops], [op.end for op in ops], limits)
+        calls, ends = [op.call for op in ops], [op.end for op in ops]
+        steps = search_steps(compiled, calls, ends, limits)
+        try:
+            next(steps)
+        except StopIteration as done:  # decided (or out of budget) within the first slice
+            return done.value, compiled
+        # A partition that needs more than one slice is worth the model's costlier pruning, if
+        # it has any: restart the search on that form (a slice is all that is lost).
+        pruned = model.compile_pruned(ops)
+        if pruned is not None:
+            steps.close()
+            compiled = pruned
+            steps = search_steps(compiled, calls, ends, limits)
+        yield
         return (yield from steps), compiled
     except MemoryError:
         return SearchOutcome(

@@ -156,6 +156,9 @@ def explain(result: CheckResult) -> list[str]:
                     f"{len(part.order)} of its {len(part.operations)} operations; state there: "
                     f"{model.describe_state(part.state)}"
                 )
+                why = model.explain_failure(part.operations, part.failed)
+                if why:
+                    line += f"; {why}"
             lines.append(line)
         elif part.verdict is Verdict.UNKNOWN and not part.skipped:
             lines.append(

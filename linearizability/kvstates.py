@@ -17,16 +17,26 @@ This is an exact quotient of the model (a bisimulation), so the search gives the
 as on the strings themselves, but every order of concurrent appends that no get observed
 collapses into ``DEAD``, and no value longer than a read is ever built.  The cache then holds a
 few distinct states per key instead of one per order of appends.
+
+One more rule, also exact (:func:`dead_rejects`): when an append or put would make the value
+``DEAD``, some get of the key with a known output is called after that operation returns (so it
+must be linearized later and needs a live value), and no put to a live value can be linearized
+after that operation (nothing can revive it), the transition rejects at once instead of
+entering ``DEAD``.  Without it, blind appends with a read only at the end would still let the
+search try every subset of them in ``DEAD`` before reaching that read.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["DEAD", "EMPTY", "PrefixTable"]
+from .history import UNKNOWN
+
+__all__ = ["DEAD", "EMPTY", "PrefixTable", "dead_rejects"]
 
 EMPTY: Final = 0
 DEAD: Final = 1
@@ -77,16 +87,17 @@ class PrefixTable:
         j, n = self.where[sid]
         return self.reads[j][:n] if n else ""
 
-    def appender(self, value: str) -> Callable[[int], int]:
-        """A memoised transition ``id -> id of (text + value)`` (DEAD stays DEAD).
+    def appender(self, value: str, on_dead: Any = DEAD) -> Callable[[int], Any]:
+        """A memoised transition ``id -> id of (text + value)``, giving ``on_dead`` (DEAD, or
+        REJECT under :func:`dead_rejects`) where that is DEAD.
 
         Fast path: when ``reads[j]``, the smallest read starting with the old value, goes on
         with ``value``, it is also the smallest read starting with the new value, so the new
         value is ``(j, n + len(value))`` without building or searching for any string."""
-        return partial(_append, {DEAD: DEAD}, self, value)
+        return partial(_append, {DEAD: on_dead}, self, value, on_dead)
 
 
-def _append(memo: dict[int, int], table: PrefixTable, value: str, sid: int) -> int:
+def _append(memo: dict[int, Any], table: PrefixTable, value: str, on_dead: Any, sid: int) -> Any:
     """:meth:`PrefixTable.appender`'s transition (a module function under ``partial``: cheaper
     to make, one per append operation, than a closure)."""
     new = memo.get(sid)
@@ -102,5 +113,35 @@ def _append(memo: dict[int, int], table: PrefixTable, value: str, sid: int) -> i
                 where.append(at)
         else:
             new = table.id((table.reads[j][:n] if n else "") + value)
+            if new == DEAD:
+                new = on_dead
         memo[sid] = new
     return new
+
+
+def dead_rejects(
+    parsed: Sequence[tuple[tuple[str, Hashable, str], Any]],
+    calls: Sequence[float],
+    ends: Sequence[float],
+    tables: dict[Hashable, PrefixTable],
+) -> list[bool] | None:
+    """For each operation (``parsed[i]`` is its ``((kind, key, value), output)``, called at
+    ``calls[i]``, returning at ``ends[i]``): may its transition reject instead of making the
+    value DEAD?  True for a put or append when a get of the same key with a known output is
+    called after it returns, and no put of that key to a live value ends at or after its call
+    (so none can be linearized after it).  None when that holds for no operation."""
+    never = -math.inf
+    last_get_call: dict[Hashable, float] = {}
+    last_live_put_end: dict[Hashable, float] = {}
+    for ((kind, key, value), out), call, end in zip(parsed, calls, ends, strict=True):
+        if kind == "get":
+            if out is not UNKNOWN and call > last_get_call.get(key, never):
+                last_get_call[key] = call
+        elif kind == "put" and end > last_live_put_end.get(key, never) and tables[key].id(value) != DEAD:
+            last_live_put_end[key] = end
+    if not last_get_call:
+        return None
+    return [
+        kind != "get" and end < last_get_call.get(key, never) and last_live_put_end.get(key, never) < call
+        for ((kind, key, _), _), call, end in zip(parsed, calls, ends, strict=True)
+    ]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .history import UNKNOWN, Operation
-from .kvstates import EMPTY, PrefixTable
+from .kvstates import DEAD, EMPTY, PrefixTable, dead_rejects
 
 __all__ = [
     "REJECT",
@@ -111,6 +111,17 @@ class Model(ABC):
         """A short human-readable form of an operation, e.g. ``write(3)`` or ``get("k") -> "x"``."""
         out = "?" if output is UNKNOWN else repr(output)
         return f"{input!r} -> {out}"
+
+    def explain_failure(self, operations: Sequence[Operation], index: int) -> str | None:
+        """Why operation ``index`` could not be linearized, when the model knows more than
+        "the model rejected it in every order" (None otherwise); for reports."""
+        return None
+
+    def compile_pruned(self, operations: Sequence[Operation]) -> CompiledHistory | None:
+        """Like :meth:`compile`, with extra exact pruning that costs more to set up; None if the
+        model has none.  The checker switches to it for partitions that do not finish within
+        their first slice of the search, so small histories never pay for it."""
+        return None
 
     def compile(self, operations: Sequence[Operation]) -> CompiledHistory:
         """Prepare ``operations`` for the search.  The default wraps :meth:`step`."""
@@ -284,9 +295,42 @@ class KVModel(Model):
             return f"get({key!r}) -> " + ("?" if output is UNKNOWN else repr(_kv_read(output)))
         return f"{kind}({key!r}, {value!r})" + (" -> ?" if output is UNKNOWN else "")
 
+    def explain_failure(self, operations: Sequence[Operation], index: int) -> str | None:
+        """For a put or append: the first get of its key with a known output called after it
+        returned, when no put that leads to a value some get returned could come between
+        them.  That get must then see the operation's effect."""
+        op = operations[index]
+        kind, key, _ = _kv_input(op.input)
+        if kind == "get":
+            return None
+        same = [other for other in operations if other.input[1] == key]
+        reads = [o.output for o in same if o.input[0] == "get" and o.output is not UNKNOWN]
+        later = [o for o in same if o.input[0] == "get" and o.output is not UNKNOWN and o.call > op.end]
+        if not later:
+            return None
+        get = min(later, key=lambda other: other.call)
+        for other in same:
+            value = other.input[2] if other.input[0] == "put" else None
+            live = value is not None and (not value or any(r.startswith(value) for r in reads if r))
+            if other is not op and live and other.end >= op.call and other.call <= get.end:
+                return None
+        return (
+            f"it returned before {self.describe_operation(get.input, get.output)} (client "
+            f"{get.client}) was called at {get.call:g}, and no put can come between them, so that "
+            "get must see its effect; no order of the operations gave a value it could read"
+        )
+
     def compile(self, operations: Sequence[Operation]) -> CompiledHistory:
         """Values become ids in a trie of the values read (see :mod:`linearizability.kvstates`):
         an exact quotient of the model that collapses every value no get can still see."""
+        return self._compile(operations, pruned=False)
+
+    def compile_pruned(self, operations: Sequence[Operation]) -> CompiledHistory:
+        """:meth:`compile` plus the dead-value rule (:func:`~.kvstates.dead_rejects`): a put or
+        append that would leave a value no later get can read is rejected at once."""
+        return self._compile(operations, pruned=True)
+
+    def _compile(self, operations: Sequence[Operation], pruned: bool) -> CompiledHistory:
         parsed = [
             (_kv_input(op.input), _kv_read(op.output) if op.input[0] == "get" else None) for op in operations
         ]
@@ -296,11 +340,20 @@ class KVModel(Model):
                 reads[key].append(out)
         keys = list(reads) if len(reads) <= 1 else sorted(reads, key=repr)
         tables = {key: PrefixTable(reads[key]) for key in keys}
+        rejects = None
+        if pruned:
+            calls, ends = [op.call for op in operations], [op.end for op in operations]
+            rejects = dead_rejects(parsed, calls, ends, tables)
+        if rejects is None:
+            rejects = [False] * len(parsed)
         pure = [kind == "get" for (kind, _, _), _ in parsed]
         if len(keys) <= 1:
             only = keys[0] if keys else None
             table = tables.get(only) or PrefixTable(())
-            steps = [_kv_single(table, kind, value, out) for (kind, _, value), out in parsed]
+            steps = [
+                _kv_single(table, kind, value, out, reject)
+                for ((kind, _, value), out), reject in zip(parsed, rejects, strict=True)
+            ]
 
             def public_single(state: int) -> Hashable:
                 value = table.text(state)
@@ -310,7 +363,10 @@ class KVModel(Model):
 
             return CompiledHistory(EMPTY, steps, pure, public_single, _kv_replayer_single(parsed, only))
         index = {key: i for i, key in enumerate(keys)}
-        steps = [_kv_multi(tables[key], kind, index[key], value, out) for (kind, key, value), out in parsed]
+        steps = [
+            _kv_multi(tables[key], kind, index[key], value, out, reject)
+            for ((kind, key, value), out), reject in zip(parsed, rejects, strict=True)
+        ]
         ordered = [tables[key] for key in keys]
 
         def public(state: tuple[int, ...]) -> Hashable:
@@ -361,27 +417,38 @@ def _kv_replayer_single(
     return replay
 
 
-def _kv_single(table: PrefixTable, kind: str, value: str, out: Any) -> Transition:
+def _kv_single(table: PrefixTable, kind: str, value: str, out: Any, reject: bool) -> Transition:
+    """``reject``: a transition to DEAD rejects instead (see :func:`~.kvstates.dead_rejects`)."""
     if kind == "get":
         if out is UNKNOWN:
             return lambda s: s
         target = table.id(out)
         return lambda s: s if s == target else REJECT
+    on_dead = REJECT if reject else DEAD
     if kind == "put":
         new = table.id(value)
+        new = on_dead if new == DEAD else new
         return lambda s: new
-    return table.appender(value)
+    return table.appender(value, on_dead)
 
 
-def _kv_multi(table: PrefixTable, kind: str, i: int, value: str, out: Any) -> Transition:
+def _kv_multi(table: PrefixTable, kind: str, i: int, value: str, out: Any, reject: bool) -> Transition:
     j = i + 1
     if kind == "get":
         if out is UNKNOWN:
             return lambda s: s
         target = table.id(out)
         return lambda s: s if s[i] == target else REJECT
+    on_dead = REJECT if reject else DEAD
     if kind == "put":
         new = table.id(value)
+        if new == DEAD and reject:
+            return lambda s: REJECT
         return lambda s: (*s[:i], new, *s[j:])
-    append = table.appender(value)
-    return lambda s: (*s[:i], append(s[i]), *s[j:])
+    append = table.appender(value, on_dead)
+
+    def transition(s: tuple[int, ...]) -> Any:
+        new = append(s[i])
+        return new if new is REJECT else (*s[:i], new, *s[j:])
+
+    return transition

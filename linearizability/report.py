@@ -182,6 +182,9 @@ def _partition_html(model: Model, part: PartitionResult, number: int) -> tuple[s
             f'<div>Model state at that point: <b class="mono">'
             f"{esc(model.describe_state(part.state))}</b></div>"
         )
+        why = model.explain_failure(ops, part.failed)
+        if why:
+            out.append(f"<div>Why: {esc(why)}.</div>")
     out.append("</div>")
 
     # The timeline.

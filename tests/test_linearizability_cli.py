@@ -106,11 +106,12 @@ def test_wrong_format_and_missing_file(files: dict[str, str], tmp_path: Path) ->
 
 
 def test_unknown_when_the_timeout_runs_out(tmp_path: Path) -> None:
-    lines = [f'{{:process {i}, :type :invoke, :f :put, :key "k", :value "{i}"}}' for i in range(22)]
-    lines += [f'{{:process {i}, :type :ok, :f :put, :key "k", :value "{i}"}}' for i in range(22)]
+    # 22 overlapping appends of "x", then a read of 23 of them: every subset must be tried.
+    lines = [f'{{:process {i}, :type :invoke, :f :append, :key "k", :value "x"}}' for i in range(22)]
+    lines += [f'{{:process {i}, :type :ok, :f :append, :key "k", :value "x"}}' for i in range(22)]
     lines += [
         '{:process 99, :type :invoke, :f :get, :key "k", :value nil}',
-        '{:process 99, :type :ok, :f :get, :key "k", :value "never"}',
+        f'{{:process 99, :type :ok, :f :get, :key "k", :value "{"x" * 23}"}}',
     ]
     slow = tmp_path / "slow.txt"
     slow.write_text("\n".join(lines) + "\n")

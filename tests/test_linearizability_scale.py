@@ -9,8 +9,10 @@ copies with one read made provably wrong.
 from __future__ import annotations
 
 import io
+import random
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,10 @@ def big() -> list[Operation]:
 
 
 def hard_kv(key: str = "hard", n: int = 22) -> list[Operation]:
-    """n overlapping puts of values nobody reads, then a read of a value never written: every
-    subset of the puts must be tried (2**n configurations) before the answer is known."""
-    puts = [Operation(100 + i, ("put", key, f"v{i}"), None, 0, 100) for i in range(n)]
-    return [*puts, Operation(99, ("get", key), "never", 200, 201)]
+    """n overlapping appends of "x", then a read of n + 1 of them: every subset of the appends
+    must be tried (2**n configurations) before the answer is known."""
+    appends = [Operation(100 + i, ("append", key, "x"), None, 0, 100) for i in range(n)]
+    return [*appends, Operation(99, ("get", key), "x" * (n + 1), 200, 201)]
 
 
 def hard_register(n: int = 22) -> list[Operation]:
@@ -143,6 +145,38 @@ def test_other_seeds_and_shapes() -> None:
         assert check(history, KVModel()).verdict is Verdict.LINEARIZABLE, shape
         bad, _ = mutate_read(history, 0, "drop")
         assert check(bad, KVModel()).verdict is Verdict.NOT_LINEARIZABLE, shape
+
+
+def blind_appends(clients: int, each: int, seed: int) -> tuple[list[Operation], str]:
+    """Every client appends ``each`` times to one key, all overlapping, and one get reads the
+    value at the end (the shape of the reference test_unreliable_one_key_4a)."""
+    rnd = random.Random(seed)
+    planned = []
+    for c in range(clients):
+        t = rnd.uniform(0, 5)
+        for i in range(each):
+            latency = rnd.expovariate(1 / 10) + 0.01
+            planned.append((rnd.uniform(t, t + latency), t, t + latency, c, f"x {c} {i} y"))
+            t += latency + rnd.expovariate(1)
+    planned.sort()
+    value = "".join(p[4] for p in planned)
+    ops = [Operation(c, ("append", "k", v), None, call, ret) for _, call, ret, c, v in planned]
+    end = max(p[2] for p in planned) + 1
+    return [*ops, Operation(clients, ("get", "k"), value, end, end + 1)], value
+
+
+def test_blind_appends_with_one_final_read() -> None:
+    """50 clients x 10 overlapping appends and one read at the end: before the dead-value rule
+    the search tried subsets of appends no read could see (unknown after a minute)."""
+    history, value = blind_appends(50, 10, seed=1)
+    result = check(history, KVModel(), timeout=60)
+    assert result.verdict is Verdict.LINEARIZABLE
+    assert result.partitions[0].explored < 10_000
+    last = len(tokens(value)[-1])
+    wrong = [*history[:-1], replace(history[-1], output=value[:-last])]  # misses the last append
+    result = check(wrong, KVModel(), timeout=60)
+    assert result.verdict is Verdict.NOT_LINEARIZABLE
+    assert result.partitions[0].explored < 10_000
 
 
 # --------------------------------------------------------------------------- early verdict, every partition

@@ -160,7 +160,7 @@ def test_kv_values_no_get_sees_collapse_into_one_state() -> None:
         Operation(0, ("append", "k", "a"), None, 0, 10),
         Operation(1, ("append", "k", "b"), None, 0, 10),
         Operation(2, ("append", "k", "c"), None, 0, 10),
-        Operation(3, ("get", "k"), "abc", 11, 12),
+        Operation(3, ("get", "k"), "abc", 5, 12),  # concurrent with them: no early rejection
     ]
     compiled = KVModel().compile(history)
     a, b, c = compiled.steps[:3]
@@ -169,6 +169,22 @@ def test_kv_values_no_get_sees_collapse_into_one_state() -> None:
     assert b(a(c(s))) == c(a(b(s))) == a(c(b(s)))  # orders no get saw: one state
     assert compiled.public_state(b(a(c(s)))) is None
     assert len({a(s), b(a(s)), c(b(a(s))), b(a(c(s)))}) == 4
+
+
+def test_kv_a_value_that_a_later_get_cannot_read_is_rejected_at_once() -> None:
+    """The dead-value rule (compile_pruned, which the checker uses for partitions that need
+    more than one slice): with a get called after the appends return, an order no get observed
+    is rejected instead of entering the collapsed state; a put that may follow turns it off."""
+    appends = [Operation(i, ("append", "k", v), None, 0, 10) for i, v in enumerate("abc")]
+    get = Operation(3, ("get", "k"), "abc", 11, 12)
+    assert KVModel().compile([*appends, get]).steps[2](0) is not REJECT  # only when pruned
+    compiled = KVModel().compile_pruned([*appends, get])
+    a, b, c = compiled.steps[:3]
+    s = compiled.init
+    assert c(s) is REJECT and b(s) is REJECT and c(b(a(s))) is not REJECT
+    revived = KVModel().compile_pruned([*appends, Operation(4, ("put", "k", "a"), None, 5, 15), get])
+    assert revived.steps[2](revived.init) is not REJECT  # the put could come after it
+    assert check([*appends, get], KVModel()).linearizable
 
 
 # --------------------------------------------------------------------------- partitioning
@@ -203,6 +219,11 @@ def test_partitions_are_checked_independently() -> None:
     assert failed.operations[failed.failed].input == ("get", "b")
     assert failed.state == (("b", "2"),)
     assert failed.indices == (1, 3)
+    # Had the search stopped at the put instead (the dead-value rule can do that), the model
+    # names the get that must see it.
+    why = KVModel().explain_failure(failed.operations, 0)
+    assert why is not None and "before get('b') -> '1' (client 1) was called at 2" in why
+    assert KVModel().explain_failure(failed.operations, 1) is None  # a get: nothing to add
     whole = check(history, KVModel(), partitioned=False)
     assert whole.verdict is Verdict.NOT_LINEARIZABLE and len(whole.partitions) == 1
 
@@ -352,8 +373,8 @@ def test_time_budget_answers_unknown() -> None:
 def test_time_budget_spans_partitions() -> None:
     """One budget for the whole check: the small partition is checked first and decided, the
     hard one is unknown, and the result says which key ran out of what."""
-    history = [Operation(i, ("put", "k", str(i)), None, 0, 100) for i in range(22)]
-    history += [Operation(99, ("get", "k"), "never", 200, 201)]
+    history = [Operation(i, ("append", "k", "x"), None, 0, 100) for i in range(22)]
+    history += [Operation(99, ("get", "k"), "x" * 23, 200, 201)]  # one more than was appended
     history += [Operation(0, ("put", "z", "1"), None, 300, 301)]
     result = check(history, KVModel(), timeout=0.1)
     assert result.verdict is Verdict.UNKNOWN
