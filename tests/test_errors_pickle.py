@@ -24,6 +24,7 @@ import pytest
 
 from actors.files import LockBusy
 from actors.network import StaleIncarnationError
+from actors.placement import PlacementError
 from actors.storage import (
     StorageClosedError,
     StorageCorruptionError,
@@ -39,6 +40,7 @@ from linearizability.parsers import HistoryFormatError
 from raft.sim.invariants import Violation
 from raykv.cluster import ClusterError
 from raykv.demo import DemoFailure
+from raykv.sharded import ServiceError, ServiceExistsError, ServiceNotFoundError
 from shardctrler.errors import CtrlerTimeoutError, RefusedError, RefusedTypeError
 from shardkv.errors import ShardKVRequestError, ShardKVTimeoutError
 from shardkv.statemachine import _BadCommand
@@ -80,6 +82,10 @@ SAMPLES: dict[type[BaseException], BaseException] = {
     ShardKVTimeoutError: ShardKVTimeoutError("get('k')", 2.0, 7, 3, ["g100-0"], "wrong group"),
     ShardKVRequestError: ShardKVRequestError("put('k')", "err_bad_shard", "shard 11 of 10"),
     _BadCommand: _BadCommand("not a tuple"),
+    PlacementError: PlacementError("group kv-1 needs 3 nodes with CPUs, the cluster has 2"),
+    ServiceError: ServiceError("service 'demo' could not be started: no Ray cluster"),
+    ServiceExistsError: ServiceExistsError("a service named 'demo' already runs in namespace 'raykv'"),
+    ServiceNotFoundError: ServiceNotFoundError("no service named 'demo' in namespace 'raykv'"),
 }
 
 #: the fields each class promises (besides args and the message)
