@@ -13,7 +13,12 @@ class RaftConfig:
 
     Invariants (checked by :meth:`validate`, called on construction):
 
-    - ``peer_id`` is one of ``peers`` and the ids in ``peers`` are distinct, non-negative integers;
+    - ``peers`` are distinct, non-negative integers: the group's *bootstrap* configuration (every one
+      of them votes), in force until a membership change (:mod:`raft.membership`) replaces it;
+    - ``peer_id`` is one of ``peers``, unless ``join`` is set: then this peer joins an existing group,
+      ``peers`` is still that group's bootstrap configuration (so that the log prefix before the first
+      configuration entry means the same to it as to everyone) and ``peer_id`` is not in it; the peer
+      takes part only once a leader adds it (as a learner) and never campaigns before it is a voter;
     - ``heartbeat_ticks >= 1`` and ``election_ticks > heartbeat_ticks`` (a follower must hear several
       heartbeats before it gives up on its leader). The actual election timeout of each election is
       drawn uniformly from ``[election_ticks, 2 * election_ticks)``;
@@ -27,6 +32,7 @@ class RaftConfig:
     heartbeat_ticks: int = 1
     max_entries_per_append: int = 512
     max_inflight_appends: int = 16
+    join: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", tuple(self.peers))
@@ -46,10 +52,15 @@ class RaftConfig:
                 raise ValueError(f"RaftConfig.peers must hold non-negative ints, got {p!r}")
         if len(set(self.peers)) != len(self.peers):
             raise ValueError(f"RaftConfig.peers must be distinct, got {list(self.peers)}")
-        if self.peer_id not in self.peers:
+        if self.join and self.peer_id in self.peers:
+            raise ValueError(
+                f"RaftConfig.peer_id {self.peer_id} is in peers {list(self.peers)} but join is set: a "
+                "joining peer is new to the group (peers is the group's bootstrap configuration)"
+            )
+        if not self.join and self.peer_id not in self.peers:
             raise ValueError(
                 f"RaftConfig.peer_id {self.peer_id} is not in peers {list(self.peers)}: "
-                "a peer must be a member of its own cluster"
+                "a peer must be a member of its own cluster (or set join=True to join an existing one)"
             )
         if self.heartbeat_ticks < 1:
             raise ValueError(f"RaftConfig.heartbeat_ticks must be >= 1, got {self.heartbeat_ticks}")
@@ -69,5 +80,5 @@ class RaftConfig:
 
     @property
     def quorum(self) -> int:
-        """The number of peers that make a majority."""
+        """The number of peers that make a majority of the bootstrap configuration."""
         return len(self.peers) // 2 + 1

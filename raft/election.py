@@ -10,7 +10,8 @@ Invariants kept here:
   every :class:`~raft.types.Ready` before sending its messages);
 - the term never decreases, and a new term clears the vote;
 - leader completeness (§5.4.1): a vote goes only to a candidate whose log is at least as up to date;
-- a candidate becomes leader only with votes of a majority of ``config.peers`` for its current term.
+- a candidate becomes leader only with votes of a majority of the voters of its configuration
+  (:mod:`raft.membership`) for its current term; a peer that is not a voter never campaigns.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ class Election:
     _hard_state_dirty: bool
     _heartbeat_due: bool
 
-    if TYPE_CHECKING:  # provided by RaftNode
+    if TYPE_CHECKING:  # provided by RaftNode and Reconfiguration
         def _send(self, msg: Message) -> None: ...
         def _log(self, topic: str, text: str) -> None: ...
+        def _track_members(self) -> None: ...
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -88,6 +90,10 @@ class Election:
             self._log("elect", f"{was} -> follower")
 
     def _campaign(self) -> None:
+        voters = self.log.configs.current.voters
+        if self.id not in voters:
+            self._reset_election_timer()  # a learner, a joining or a removed peer never campaigns
+            return
         self._set_term(self.term + 1)
         self.role = CANDIDATE
         self.leader_id = None
@@ -98,10 +104,10 @@ class Election:
         if trace.enabled("elect"):
             self._log("elect", f"election timeout: campaigning at last index "
                       f"{self.log.last_index} term {self.log.last_term}")
-        if len(self.votes) >= self.config.quorum:
+        if len(voters) == 1:
             self._become_leader()
             return
-        for peer in self.config.peers:
+        for peer in sorted(voters):
             if peer != self.id:
                 self._send(RequestVote(self.term, self.id, peer,
                                        self.log.last_index, self.log.last_term))
@@ -110,8 +116,8 @@ class Election:
         self.role = LEADER
         self.leader_id = self.id
         self.heartbeat_elapsed = 0
-        nxt = self.log.last_index + 1
-        self.progress = {p: Progress(nxt) for p in self.config.peers}
+        self.progress = {}
+        self._track_members()  # a Progress per member (raft.membership)
         me = self.progress[self.id]
         me.match_index = self.log.last_index
         me.state = REPLICATE
@@ -140,5 +146,5 @@ class Election:
         if self.role != CANDIDATE or not m.granted:
             return
         self.votes.add(m.src)
-        if len(self.votes) >= self.config.quorum:
+        if self.log.configs.current.has_quorum(self.votes):  # only voters count
             self._become_leader()

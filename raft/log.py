@@ -11,22 +11,29 @@ Invariants:
 - ``snapshot_index <= applied <= commit <= last_index`` (``applied`` is what has been handed out for
   application, see :class:`raft.node.RaftNode.ready`);
 - ``unstable_from`` is the lowest index whose entry has changed since the last hand-off to storage;
-  everything below it is already persisted.
+  everything below it is already persisted;
+- ``configs`` (:class:`raft.membership.ConfigHistory`) always holds the configuration at the snapshot
+  and at every configuration entry of the log: every mutation below updates it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from raft.membership import ConfChange, ConfigHistory, Membership
 from raft.types import Entry, Snapshot
 
 
 class RaftLog:
     """The log entries after the latest snapshot, plus commit / applied bookkeeping."""
 
-    __slots__ = ("applied", "commit", "entries", "snapshot_index", "snapshot_term", "unstable_from")
+    __slots__ = ("applied", "commit", "configs", "entries", "snapshot_index", "snapshot_term",
+                 "unstable_from")
 
-    def __init__(self, snapshot: Snapshot, entries: Sequence[Entry]) -> None:
+    def __init__(self, snapshot: Snapshot, entries: Sequence[Entry],
+                 bootstrap: Membership | None = None) -> None:
+        """``bootstrap`` is the group's initial configuration, in force until the first configuration
+        entry when the snapshot does not record one."""
         self.snapshot_index = snapshot.index
         self.snapshot_term = snapshot.term
         self.entries: list[Entry] = list(entries)
@@ -39,6 +46,8 @@ class RaftLog:
         self.commit = snapshot.index
         self.applied = snapshot.index
         self.unstable_from = self.last_index + 1
+        self.configs = ConfigHistory(bootstrap or Membership(frozenset()), snapshot.config,
+                                     snapshot.index, self.entries)
 
     # -- index arithmetic ------------------------------------------------------------------------
 
@@ -98,6 +107,8 @@ class RaftLog:
     def append(self, entry: Entry) -> None:
         assert entry.index == self.last_index + 1, (entry.index, self.last_index)
         self.entries.append(entry)
+        if type(entry.command) is ConfChange:
+            self.configs.on_append((entry,))
 
     def truncate_and_append(self, entries: Sequence[Entry]) -> None:
         """Delete every entry at or after ``entries[0].index`` and append ``entries``.
@@ -109,6 +120,8 @@ class RaftLog:
         del self.entries[first - self.snapshot_index - 1 :]
         self.entries.extend(entries)
         self.unstable_from = min(self.unstable_from, first)
+        self.configs.on_truncate(first)
+        self.configs.on_append(entries)
 
     def compact(self, index: int, term: int) -> None:
         """Drop entries up to ``index`` (a snapshot now covers them); keep the suffix after it."""
@@ -116,6 +129,7 @@ class RaftLog:
         self.snapshot_index = index
         self.snapshot_term = term
         self.unstable_from = max(self.unstable_from, index + 1)
+        self.configs.on_compact(index)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Install a received snapshot: keep the suffix if our entry at its index matches, else drop all.
@@ -129,6 +143,7 @@ class RaftLog:
             self.snapshot_index = snapshot.index
             self.snapshot_term = snapshot.term
             self.unstable_from = snapshot.index + 1
+            self.configs.on_reset(snapshot.config, snapshot.index)
         self.commit = max(self.commit, snapshot.index)
         self.applied = max(self.applied, snapshot.index)
 

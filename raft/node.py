@@ -21,7 +21,9 @@ The core is split by concept; :class:`RaftNode` holds the state and the inputs a
 mixes in one class per concept, each in its own module with the invariants it keeps:
 
 - :mod:`raft.election` — roles, timers, RequestVote (who may lead);
-- :mod:`raft.replication` — AppendEntries / InstallSnapshot, both sides, and the commit rule.
+- :mod:`raft.replication` — AppendEntries / InstallSnapshot, both sides, and the commit rule;
+- :mod:`raft.membership` — configurations (voters and learners) and changing them one server at a
+  time through the log (:meth:`RaftNode.propose_conf_change`).
 
 Safety invariants this module maintains (checked externally by the simulator and the tests):
 
@@ -42,6 +44,7 @@ from raft import trace
 from raft.config import RaftConfig
 from raft.election import CANDIDATE, FOLLOWER, LEADER, Election
 from raft.log import RaftLog
+from raft.membership import Reconfiguration, bootstrap
 from raft.progress import Progress
 from raft.replication import Replication
 from raft.types import (
@@ -63,7 +66,7 @@ from raft.types import (
 __all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "RaftNode"]
 
 
-class RaftNode(Election, Replication):
+class RaftNode(Election, Replication, Reconfiguration):
     """One Raft peer. Not thread-safe: the driver serialises every call."""
 
     def __init__(
@@ -85,7 +88,7 @@ class RaftNode(Election, Replication):
         state = state or PersistentState()
         self.term = state.hard_state.term
         self.voted_for = state.hard_state.voted_for
-        self.log = RaftLog(state.snapshot, state.entries)
+        self.log = RaftLog(state.snapshot, state.entries, bootstrap(config))
         self.snapshot_data: Snapshot = state.snapshot
         self.role = FOLLOWER
         self.leader_id: int | None = None
@@ -138,6 +141,8 @@ class RaftNode(Election, Replication):
             "applied": self.log.applied,
             "last_index": self.log.last_index,
             "snapshot_index": self.log.snapshot_index,
+            "voters": sorted(self.membership.voters),
+            "learners": sorted(self.membership.learners),
         }
 
     # ------------------------------------------------------------------------------------------
@@ -173,7 +178,7 @@ class RaftNode(Election, Replication):
         entry = Entry(self.term, self.log.last_index + 1, command)
         self.log.append(entry)
         self.progress[self.id].acknowledge(entry.index)
-        if len(self.config.peers) == 1:
+        if len(self.membership.voters) == 1:
             self._maybe_commit()
         return entry.index, self.term, True
 
@@ -192,8 +197,8 @@ class RaftNode(Election, Replication):
             )
         term = self.log.term_at(index)
         assert term is not None
+        snap = Snapshot(index, term, data, self.log.configs.for_snapshot(index))
         self.log.compact(index, term)
-        snap = Snapshot(index, term, data)
         self.snapshot_data = snap
         self._snapshot_to_persist = snap
         if trace.enabled("snap"):
@@ -201,6 +206,8 @@ class RaftNode(Election, Replication):
 
     def step(self, msg: Message) -> None:
         """Process one message from another peer."""
+        if type(msg) is RequestVote and self._ignores_vote_request(msg.src):
+            return  # a non-voter (e.g. a removed peer) must not disrupt a live leader
         if msg.term > self.term:
             leader = msg.src if isinstance(msg, (AppendEntries, InstallSnapshot)) else None
             if trace.enabled("term"):

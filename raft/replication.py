@@ -63,6 +63,7 @@ class Replication:
         def _log(self, topic: str, text: str) -> None: ...
         def _become_follower(self, term: int, leader: int | None) -> None: ...
         def _reset_election_timer(self) -> None: ...
+        def _after_commit(self, old_commit: int) -> None: ...
 
     # ------------------------------------------------------------------------------------------
     # Follower side
@@ -182,16 +183,19 @@ class Replication:
         pr.next_index = max(pr.match_index + 1, pr.next_index)
 
     def _maybe_commit(self) -> None:
-        matches = sorted((p.match_index for p in self.progress.values()), reverse=True)
-        n = matches[self.config.quorum - 1]
+        # Only the voters of the current configuration count (raft.membership), the leader itself only
+        # if it is one.
+        n = self.log.configs.current.quorum_index(self.progress)
         if n <= self.log.commit:
             return
         if self.log.term_at(n) != self.term and "commit_old_term" not in self.faults:
             return  # §5.4.2: never commit an earlier term's entry by counting replicas
         if trace.enabled("commit"):
             self._log("commit", f"commit index {self.log.commit} -> {n}")
+        old = self.log.commit
         self.log.commit = n
         self._commit_changed = True
+        self._after_commit(old)
 
     def _replication_pending(self) -> bool:
         last = self.log.last_index

@@ -11,7 +11,10 @@ log, or no snapshot), and term 0 is the term of that empty prefix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raft.membership import Membership
 
 #: Peer identifiers are small non-negative integers (the peer's position in the cluster).
 PeerId = int
@@ -45,11 +48,14 @@ class Snapshot:
     """A snapshot of the service state covering every entry up to and including ``index``.
 
     ``term`` is the term of the entry at ``index``; ``data`` is produced and read only by the service.
+    ``config`` is the group's configuration once the log up to ``index`` is applied (``None``: the
+    bootstrap configuration, ``RaftConfig.peers``); storage must keep it with the snapshot.
     """
 
     index: int = 0
     term: int = 0
     data: bytes = b""
+    config: Membership | None = None
 
 
 @dataclass(frozen=True, slots=True)
