@@ -11,7 +11,8 @@ Invariants kept here:
 - the term never decreases, and a new term clears the vote;
 - leader completeness (§5.4.1): a vote goes only to a candidate whose log is at least as up to date;
 - a candidate becomes leader only with votes of a majority of the voters of its configuration
-  (:mod:`raft.membership`) for its current term; a peer that is not a voter never campaigns.
+  (:mod:`raft.membership`) for its current term; a peer that is not a voter campaigns only while its
+  removal is uncommitted.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Election:
         def _send(self, msg: Message) -> None: ...
         def _log(self, topic: str, text: str) -> None: ...
         def _track_members(self) -> None: ...
+        def _may_campaign(self) -> bool: ...
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -90,10 +92,10 @@ class Election:
             self._log("elect", f"{was} -> follower")
 
     def _campaign(self) -> None:
-        voters = self.log.configs.current.voters
-        if self.id not in voters:
-            self._reset_election_timer()  # a learner, a joining or a removed peer never campaigns
+        if not self._may_campaign():
+            self._reset_election_timer()  # a learner, a joining or a removed peer (raft.membership)
             return
+        cfg = self.log.configs.current
         self._set_term(self.term + 1)
         self.role = CANDIDATE
         self.leader_id = None
@@ -104,10 +106,10 @@ class Election:
         if trace.enabled("elect"):
             self._log("elect", f"election timeout: campaigning at last index "
                       f"{self.log.last_index} term {self.log.last_term}")
-        if len(voters) == 1:
+        if cfg.has_quorum(self.votes):  # only voters count, ourselves included only if we are one
             self._become_leader()
             return
-        for peer in sorted(voters):
+        for peer in sorted(cfg.voters):
             if peer != self.id:
                 self._send(RequestVote(self.term, self.id, peer,
                                        self.log.last_index, self.log.last_term))
@@ -119,7 +121,7 @@ class Election:
         self.progress = {}
         self._track_members()  # a Progress per member (raft.membership)
         me = self.progress[self.id]
-        me.match_index = self.log.last_index
+        me.match_index = self.log.unstable_from - 1  # what it has persisted (raft.node.ready)
         me.state = REPLICATE
         self._heartbeat_due = True  # announce leadership at once
         if trace.enabled("elect"):

@@ -27,10 +27,15 @@ Invariants kept here and in the mixin :class:`Reconfiguration`:
 - *quorums from voters only*: elections and the commit index count only voters of the peer's current
   configuration; a leader that is not a voter (it is removing itself) does not count itself and
   steps down once that change is committed;
-- *a removed peer cannot disrupt*: a peer that is not a voter of its own configuration never
-  campaigns; and while a peer hears from a live leader (or is the leader) it ignores RequestVote from
-  peers that are not voters of its configuration, so a removed peer that missed its removal cannot
-  depose the leader by bumping the term;
+- *a removed peer cannot disrupt*: a peer that is not a voter of its own configuration does not
+  campaign, unless that configuration is not committed yet (as far as it knows) and the committed one
+  lets it vote: until its removal commits it may still be needed (thesis §4.2.2: say the leader
+  removed itself and lost leadership before the removal committed, and the only remaining voter's log
+  is behind: only the removed peer can still be elected, with the remaining voter's vote, to commit its
+  removal). A candidate counts only the votes of the voters of its configuration, its own included
+  only if it is one of them. And while a peer hears from a live leader (or is the leader) it ignores
+  RequestVote from peers that are not voters of its configuration, so a removed peer that missed its
+  removal cannot depose the leader by bumping the term;
 - *persisted*: configuration entries are log entries; a snapshot records the configuration in force
   at its index (``Snapshot.config``), so a restarted peer recovers its configuration from snapshot
   plus log.
@@ -45,16 +50,18 @@ from typing import TYPE_CHECKING
 from raft import trace
 from raft.election import LEADER
 from raft.progress import Progress
-from raft.types import Entry
+from raft.types import AppendEntriesReply, Entry, InstallSnapshotReply, RequestVote, RequestVoteReply
 
 if TYPE_CHECKING:
     from raft.config import RaftConfig
     from raft.log import RaftLog
+    from raft.types import Message
 
 ADD_LEARNER = "add_learner"
 PROMOTE = "promote"
 REMOVE = "remove"
 OPS = (ADD_LEARNER, PROMOTE, REMOVE)
+_REPLIES = (AppendEntriesReply, InstallSnapshotReply, RequestVoteReply)
 
 
 class ConfChangeRefused(ValueError):
@@ -278,22 +285,19 @@ class Reconfiguration:
                     f"index is {log.commit}; retry once it has caught up")
         entry = Entry(self.term, log.last_index + 1, ConfChange(op, peer, new))
         log.append(entry)
-        self.progress[self.id].acknowledge(entry.index)
         if trace.enabled("member"):
             self._log("member", f"proposed {entry.command} at index {entry.index}")
         self._track_members()
-        self._maybe_commit()  # a one-voter configuration commits at once
+        self._maybe_commit()  # the new voters may already make a majority for earlier entries
         return entry.index, self.term, True
 
     def _track_members(self) -> None:
-        """Leader: keep a Progress for every member of the current configuration, and for the members
-        of the committed one while a change is pending (a peer being removed must still receive the
-        entry that removes it, so that it learns it is out and stops campaigning)."""
+        """Leader: keep a Progress for every member of the current configuration and of the one before
+        it: a peer being removed still receives the entry that removes it, and then heartbeats that
+        tell it the entry is committed, so that it knows it is out for good and stops campaigning."""
         log = self.log
         cfgs = log.configs
-        want = set(cfgs.current.members)
-        if cfgs.current_index > log.commit:
-            want |= cfgs.at(log.commit).members
+        want = set(cfgs.current.members) | cfgs.at(cfgs.current_index - 1).members
         want.add(self.id)
         progress = self.progress
         nxt = log.last_index + 1
@@ -305,7 +309,7 @@ class Reconfiguration:
 
     def _after_commit(self, old_commit: int) -> None:
         """Leader: the commit index moved from ``old_commit``. If that committed the current
-        configuration, stop replicating to peers it removed, and step down if it removed us."""
+        configuration and it removed us, step down."""
         cfgs = self.log.configs
         idx = cfgs.current_index
         if not old_commit < idx <= self.log.commit:
@@ -317,16 +321,36 @@ class Reconfiguration:
             if trace.enabled("member"):
                 self._log("member", "stepping down: the committed configuration has no vote for us")
             self._become_follower(self.term, None)
-            return
-        self._track_members()
 
-    def _ignores_vote_request(self, src: int) -> bool:
-        """Drop a RequestVote from ``src`` (before looking at its term) when ``src`` is not a voter of
-        our configuration and we have a live leader (we lead, or heard from the leader within the
-        minimum election timeout). Ignoring a message is always safe; this keeps a removed peer that
-        missed its removal from deposing the leader by bumping the term (thesis §4.2.3)."""
-        if src in self.log.configs.current.voters:
-            return False
-        if self.role == LEADER:
+    def _may_campaign(self) -> bool:
+        """A voter of our configuration may campaign; so may a peer whose configuration removes it while
+        that removal is not committed (as far as we know) and the committed configuration has it vote."""
+        log = self.log
+        cfgs = log.configs
+        if self.id in cfgs.current.voters:
             return True
-        return self.leader_id is not None and self.election_elapsed < self.config.election_ticks
+        return cfgs.current_index > log.commit and self.id in cfgs.at(log.commit).voters
+
+    def _ignores(self, msg: Message) -> bool:
+        """Drop ``msg`` before looking at its term? Ignoring a message is always safe (it could have been
+        lost); this keeps a removed peer that missed its removal, whose term has grown while it
+        campaigned in vain, from deposing a live leader (thesis §4.2.3):
+
+        - a RequestVote from a peer that is not a voter of our configuration, while we have a live
+          leader (we lead, or heard from the leader within the minimum election timeout);
+        - a leader drops replies carrying a higher term from peers that are not members of its
+          configuration (it still replicates to the peers it just removed, so they learn it).
+
+        AppendEntries and InstallSnapshot are never dropped: their sender may lead a configuration
+        that we do not know yet.
+        """
+        t = type(msg)
+        cfg = self.log.configs.current
+        if t is RequestVote:
+            if msg.src in cfg.voters:
+                return False
+            if self.role == LEADER:
+                return True
+            return self.leader_id is not None and self.election_elapsed < self.config.election_ticks
+        return (self.role == LEADER and msg.term > self.term and msg.src not in cfg.members
+                and t in _REPLIES)

@@ -104,6 +104,7 @@ class RaftNode(Election, Replication, Reconfiguration):
         self._heartbeat_due = False
         self._commit_changed = False
         self._commit_notify_due = False
+        self._commit_check_due = False
         # Hooks that tests switch on to break the algorithm on purpose (see raft.faults).
         self.faults: frozenset[str] = frozenset()
         if trace.enabled("persist") and (state.entries or state.snapshot.index or self.term):
@@ -177,9 +178,8 @@ class RaftNode(Election, Replication, Reconfiguration):
             return -1, self.term, False
         entry = Entry(self.term, self.log.last_index + 1, command)
         self.log.append(entry)
-        self.progress[self.id].acknowledge(entry.index)
-        if len(self.membership.voters) == 1:
-            self._maybe_commit()
+        # The leader counts itself for this entry only once it has been handed out for persisting
+        # (see ready): in a one-voter configuration it would otherwise commit what no disk holds.
         return entry.index, self.term, True
 
     def snapshot(self, index: int, data: bytes) -> None:
@@ -206,8 +206,8 @@ class RaftNode(Election, Replication, Reconfiguration):
 
     def step(self, msg: Message) -> None:
         """Process one message from another peer."""
-        if type(msg) is RequestVote and self._ignores_vote_request(msg.src):
-            return  # a non-voter (e.g. a removed peer) must not disrupt a live leader
+        if self._ignores(msg):
+            return  # a removed peer must not disrupt a live leader (raft.membership)
         if msg.term > self.term:
             leader = msg.src if isinstance(msg, (AppendEntries, InstallSnapshot)) else None
             if trace.enabled("term"):
@@ -241,12 +241,17 @@ class RaftNode(Election, Replication, Reconfiguration):
             or self._commit_notify_due
             or self.log.unstable_from <= self.log.last_index
             or self.log.applied < self.log.commit
+            or self._commit_check_due
             or (self.role == LEADER and self._replication_pending())
         )
 
     def ready(self) -> Ready:
         """Hand out (and forget) the work accumulated since the last call."""
-        if self.role == LEADER:
+        if self._commit_check_due:
+            self._commit_check_due = False
+            if self.role == LEADER:
+                self._maybe_commit()
+        if self.role == LEADER:  # (a leader that committed its own removal has stepped down)
             self._flush_replication()
         hard_state = None
         if self._hard_state_dirty:
@@ -256,6 +261,13 @@ class RaftNode(Election, Replication, Reconfiguration):
             hard_state = HardState(self.term, vote)
             self._hard_state_dirty = False
         entries = tuple(self.log.take_unstable())
+        if self.role == LEADER and entries:
+            # The leader counts its own copy of an entry only from here on: the driver persists this
+            # Ready before it steps anything else in (or asks for the next Ready, which commits what
+            # this acknowledgement alone makes a majority: a one-voter configuration).
+            me = self.progress[self.id]
+            me.acknowledge(entries[-1].index)
+            self._commit_check_due = self.membership.quorum_index(self.progress) > self.log.commit
         rd = Ready(
             hard_state=hard_state,
             entries=entries,

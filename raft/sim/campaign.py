@@ -63,6 +63,7 @@ class CampaignResult:
     crashes: int = 0
     partitions: int = 0
     proposals: int = 0
+    conf_changes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -86,6 +87,7 @@ class CampaignResult:
         self.crashes += s["crashes"]
         self.partitions += s["partitions"]
         self.proposals += s["proposals"]
+        self.conf_changes += s["conf_changes"]
         if r.violation is not None:
             self.failures.append(r)
 
@@ -97,7 +99,7 @@ class CampaignResult:
             f"seeds/s:          {self.seeds_per_s:.2f}",
             f"ticks/s:          {self.ticks_per_s:,.0f}",
             f"faults injected:  {self.crashes} crashes, {self.partitions} partitions, "
-            f"{self.proposals} commands proposed",
+            f"{self.proposals} commands proposed, {self.conf_changes} membership changes",
             f"liveness windows: {self.calm_windows} (slowest commit {self.max_commit_latency} ticks, "
             f"slowest catch-up {self.max_catchup_latency} ticks)",
             f"failures:         {len(self.failures)}"

@@ -26,6 +26,7 @@ broken rules (--fault) and what they break:
   vote_without_log_check  votes are granted without the "candidate's log is up to date" check
   forget_vote             the vote is not persisted, so a restarted peer may vote twice in a term
   apply_past_commit       an uncommitted entry is handed out for application
+  two_changes_in_flight   a leader accepts a membership change while an earlier one is uncommitted
 
 examples:
   python -m raft.sim --seeds 200 --ticks 5000            # the CI campaign
@@ -33,6 +34,7 @@ examples:
   python -m raft.sim --replay 17 --ticks 5000 --tail 200 # re-run seed 17, show its last 200 events
   python -m raft.sim --replay 17 --trace > seed17.txt    # ... or its whole trace
   python -m raft.sim --seeds 100 --fault forget_vote --hunt   # prove the checks catch a broken rule
+  python -m raft.sim --seeds 100 --voters 3 --profile '{{"member_p": 0.05}}'  # 2 peers join later
 """
 
 
@@ -56,6 +58,9 @@ def build_parser(prog: str = "python -m raft.sim") -> argparse.ArgumentParser:
     p.add_argument("--ticks", type=int, default=5000, metavar="T",
                    help="simulated ticks per seed (5000); a tick is one unit of time for all peers")
     p.add_argument("--nodes", type=int, default=5, metavar="K", help="peers per cluster (5)")
+    p.add_argument("--voters", type=int, default=None, metavar="V",
+                   help="the first V peers make up the bootstrap configuration, the others join later "
+                        "through membership changes (default: all K)")
     p.add_argument("--replay", type=int, metavar="SEED",
                    help="run only this seed and print its report and trace tail")
     p.add_argument("--fault", action="append", default=[], choices=sorted(FAULTS), metavar="NAME",
@@ -95,7 +100,7 @@ def make_config(args: argparse.Namespace, record: bool = False) -> SimConfig:
             profile = Profile(**fields)
         except (json.JSONDecodeError, TypeError) as e:
             raise ValueError(f"--profile: {e}") from e
-    return SimConfig(nodes=args.nodes, ticks=args.ticks, faults=faults, profile=profile,
+    return SimConfig(nodes=args.nodes, voters=args.voters, ticks=args.ticks, faults=faults, profile=profile,
                      tail=args.tail, record=record, election_ticks=args.election_ticks,
                      heartbeat_ticks=args.heartbeat_ticks)
 

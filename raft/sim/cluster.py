@@ -11,7 +11,9 @@ One tick of simulated time:
    next Ready (before persisting, after persisting but before sending, after sending some of the
    messages, or after sending but before applying);
 2. clients propose a burst of commands to a random peer that believes it leads (stale leaders
-   included);
+   included); an operator asks such a peer for a membership change (``Profile.member_p``: add a
+   non-member as a learner, promote a learner, remove a learner or a voter, the leader included),
+   which the core accepts or refuses (:mod:`raft.membership`);
 3. every live peer ticks;
 4. every message due at this tick is delivered (or lost to a partition or a crashed receiver).
 
@@ -27,7 +29,8 @@ proposes a probe command to whichever peer leads (a fresh one whenever a new lea
 nothing but the probes themselves can push them to commit. A probe must be committed
 within :meth:`SimConfig.liveness_bound` ticks of the start of the window
 (``D + R * (2E + 2d) + 2d + h``: at most 996 ticks with the defaults), and then
-applied by every peer within the same bound again (lagging peers catch up by log or snapshot);
+applied by every member of the committed configuration within the same bound again (lagging peers
+catch up by log or snapshot; peers removed from the group no longer receive the log);
 otherwise the ``liveness`` invariant fails. Then chaos resumes. (The core appends no no-op entry when
 it is elected, as the 6.5840 tests expect exact indexes, so a new leader can commit entries of earlier
 terms only once it has an entry of its own: hence a fresh probe for every new leader.)
@@ -44,6 +47,7 @@ from dataclasses import asdict
 from typing import Any
 
 from raft.config import RaftConfig
+from raft.membership import ADD_LEARNER, PROMOTE, REMOVE, ConfChangeRefused, Membership
 from raft.node import LEADER, RaftNode
 from raft.sim.config import Profile, SimConfig
 from raft.sim.hunting import HUNTING_PROFILES
@@ -52,7 +56,7 @@ from raft.sim.network import VirtualNetwork
 from raft.sim.service import CounterService
 from raft.sim.storage import MemoryStorage
 from raft.sim.trace import EventLog
-from raft.types import AppendEntriesReply, InstallSnapshotReply
+from raft.types import AppendEntries, AppendEntriesReply, InstallSnapshot, InstallSnapshotReply
 
 #: Where an armed crash strikes while a Ready is carried out.
 CRASH_POINTS = ("before persisting", "after persisting, before sending", "halfway through sending",
@@ -75,11 +79,12 @@ class SimCluster:
         self.node_factory = node_factory
         n = config.nodes
         self.ids = list(range(n))
+        v = config.initial_voters
         self.raft_configs = [
-            RaftConfig(peer_id=i, peers=tuple(self.ids), election_ticks=config.election_ticks,
+            RaftConfig(peer_id=i, peers=tuple(range(v)), election_ticks=config.election_ticks,
                        heartbeat_ticks=config.heartbeat_ticks,
                        max_entries_per_append=config.max_entries_per_append,
-                       max_inflight_appends=config.max_inflight_appends)
+                       max_inflight_appends=config.max_inflight_appends, join=i >= v)
             for i in self.ids
         ]
         self.net = VirtualNetwork(n, rng, emit)
@@ -87,7 +92,7 @@ class SimCluster:
         self.storage = [MemoryStorage() for _ in self.ids]
         self.nodes: list[RaftNode | None] = [None] * n
         self.services: list[CounterService | None] = [None] * n
-        self.inv = Invariants(self.nodes, emit)
+        self.inv = Invariants(self.nodes, emit, Membership(frozenset(range(v))))
         for i in self.ids:
             self.nodes[i] = self._new_core(i)
             self.services[i] = CounterService()
@@ -106,7 +111,7 @@ class SimCluster:
             "ticks": 0, "proposals": 0, "crashes": 0, "restarts": 0, "partitions": 0,
             "snapshots": 0, "installs": 0, "calm_windows": 0, "max_commit_latency": 0,
             "max_catchup_latency": 0, "crash_before_persist": 0, "crash_before_send": 0,
-            "crash_mid_send": 0, "crash_before_apply": 0,
+            "crash_mid_send": 0, "crash_before_apply": 0, "conf_changes": 0, "conf_refused": 0,
         }
 
     # -- peers -----------------------------------------------------------------------------------
@@ -291,6 +296,35 @@ class SimCluster:
                 i = leaders[int(r() * len(leaders))]
                 self.propose(i, 1 + int(r() * p.burst_max))
 
+    def _membership(self) -> None:
+        """An operator asks a random would-be leader for one membership change."""
+        p = self.profile
+        r = self.rng.random
+        if not p.member_p or r() >= p.member_p:
+            return
+        leaders = [nd for nd in self.nodes if nd is not None and nd.role == LEADER]
+        if not leaders:
+            return
+        node = leaders[int(r() * len(leaders))]
+        cfg = node.membership
+        ops = [(ADD_LEARNER, i) for i in self.ids if i not in cfg.members]
+        for i in sorted(cfg.learners):
+            ops += [(PROMOTE, i), (PROMOTE, i), (REMOVE, i)]
+        if len(cfg.voters) > 1:
+            ops += [(REMOVE, i) for i in sorted(cfg.voters)]
+        op, peer = ops[int(r() * len(ops))]
+        try:
+            index, term, _ = node.propose_conf_change(op, peer)
+        except ConfChangeRefused as e:
+            self.stats["conf_refused"] += 1
+            self.emit((self.now, "member", node.id, f"{op} P{peer} refused: {e}"))
+            return
+        self.stats["conf_changes"] += 1
+        self.emit((self.now, "member", node.id, f"{op} P{peer} -> index {index} term {term}: "
+                                                 f"{node.membership}"))
+        if node.has_ready():
+            self.drive(node.id)
+
     # -- liveness windows --------------------------------------------------------------------
 
     def _start_calm(self) -> None:
@@ -324,7 +358,9 @@ class SimCluster:
                     break
         if self.probe_committed is not None:
             at, idx = self.probe_committed
-            if all(s is not None and s.applied >= idx for s in self.services):
+            members = self.inv.committed_config.members
+            if all(s is not None and s.applied >= idx for i, s in enumerate(self.services)
+                   if i in members):
                 latency = t - at
                 self.stats["max_catchup_latency"] = max(self.stats["max_catchup_latency"], latency)
                 self.emit((t, "live", -1, f"every peer applied the probe {latency} ticks later"))
@@ -334,7 +370,7 @@ class SimCluster:
                 return
             if t - at > self.bound:
                 behind = [f"P{i}@{s.applied}" for i, s in enumerate(self.services)
-                          if s is not None and s.applied < idx]
+                          if s is not None and s.applied < idx and i in members]
                 self.inv.fail("liveness", f"a probe committed at index {idx} at t={at} but "
                                           f"{', '.join(behind)} had not applied it {self.bound} ticks "
                                           f"later")
@@ -377,6 +413,7 @@ class SimCluster:
             self._calm_tick()
         else:
             self._clients()
+            self._membership()
         nodes = self.nodes
         drive = self.drive
         for i in self.ids:
@@ -397,10 +434,14 @@ class SimCluster:
                 emit((t, "cut", d, m))
             else:
                 emit((t, "deliver", d, m))
+                tm = type(m)
+                led = node.term if node.role == LEADER and tm is not AppendEntries and \
+                    tm is not InstallSnapshot else -1
                 node.step(m)
                 if node.has_ready():
                     drive(d)
-                tm = type(m)
+                if led >= 0 and nodes[d] is not None:
+                    self.inv.on_leader_message(d, node, m, led)
                 if (tm is AppendEntriesReply and m.success) or tm is InstallSnapshotReply:
                     node = nodes[d]
                     if node is not None:
@@ -440,6 +481,8 @@ class SimCluster:
         """The command line that re-runs this seed with this configuration."""
         c = self.config
         cmd = f"python -m raft.sim --replay {self.seed} --ticks {c.ticks} --nodes {c.nodes}"
+        if c.voters is not None:
+            cmd += f" --voters {c.voters}"
         if c.election_ticks != 10 or c.heartbeat_ticks != 2:
             cmd += f" --election-ticks {c.election_ticks} --heartbeat-ticks {c.heartbeat_ticks}"
         for f in sorted(c.faults):

@@ -7,7 +7,7 @@ storms and partition storms alike, and a seed alone is enough to replay a run.
 
 Invariants (checked by :meth:`SimConfig.validate`, called on construction):
 
-- ``nodes >= 1``, ``ticks >= 1``;
+- ``nodes >= 1``, ``ticks >= 1``, ``1 <= voters <= nodes`` (when set);
 - the calm network delivers a heartbeat well inside an election timeout:
   ``heartbeat_ticks + calm_delay_max < election_ticks``, otherwise no leader is ever stable and the
   liveness bound means nothing;
@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 
 #: The deliberately broken rules of :class:`raft.node.RaftNode` that tests can switch on.
 FAULTS: frozenset[str] = frozenset(
-    {"commit_old_term", "vote_without_log_check", "forget_vote", "apply_past_commit"}
+    {"commit_old_term", "vote_without_log_check", "forget_vote", "apply_past_commit",
+     "two_changes_in_flight"}
 )
 
 
@@ -43,6 +44,9 @@ class Profile:
     - ``propose_p``: probability that clients propose (1..``burst_max`` commands) to a peer that
       believes it leads (to every such peer if ``propose_all``: stale leaders get as many commands as
       the real one, which makes conflicting uncommitted entries common);
+    - ``member_p``: probability that an operator asks a peer that believes it leads for a membership
+      change (add a non-member as a learner, promote a learner, remove a learner or a voter, the
+      leader itself included), refused by the core when it must be (:mod:`raft.membership`);
     - ``snapshot_every``: the service snapshots after that many applied entries;
     - ``calm_every``: ticks of chaos between two liveness windows (see :mod:`raft.sim.cluster`).
     """
@@ -62,6 +66,7 @@ class Profile:
     propose_all: bool = False
     snapshot_every: int = 20
     calm_every: int = 1000
+    member_p: float = 0.0
 
     @staticmethod
     def draw(rng: random.Random, election_ticks: int) -> Profile:
@@ -83,6 +88,7 @@ class Profile:
             propose_all=c((False, False, True)),
             snapshot_every=c((3, 10, 50, 200)),
             calm_every=c((300, 700, 1500)),
+            member_p=c((0.0, 0.005, 0.02, 0.1)),
         )
 
     def describe(self) -> str:
@@ -93,13 +99,17 @@ class Profile:
                 f"crash_on_propose={self.crash_on_propose_p} "
                 f"propose={self.propose_p}x{self.burst_max}{' to all leaders' if self.propose_all else ''} "
                 f"snapshot_every={self.snapshot_every} "
-                f"calm_every={self.calm_every}")
+                f"calm_every={self.calm_every}"
+                + (f" member={self.member_p}" if self.member_p else ""))
 
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """Settings shared by every seed of a campaign.
 
+    ``nodes`` peers exist; the first ``voters`` of them (all when ``None``) make up the bootstrap
+    configuration and the others start as joining peers with empty logs (``RaftConfig.join``), to be
+    added by membership changes (``Profile.member_p``).
     ``profile`` pins the fault rates; ``None`` draws them per seed (:meth:`Profile.draw`).
     ``tail`` is how many trailing events a failure report shows; ``record`` keeps the whole trace
     (for determinism checks and replays; costs memory). ``paranoid`` re-verifies every invariant from
@@ -108,6 +118,7 @@ class SimConfig:
     """
 
     nodes: int = 5
+    voters: int | None = None
     ticks: int = 5000
     election_ticks: int = 10
     heartbeat_ticks: int = 2
@@ -128,6 +139,9 @@ class SimConfig:
     def validate(self) -> None:
         if self.nodes < 1:
             raise ValueError(f"SimConfig.nodes must be >= 1, got {self.nodes}")
+        if self.voters is not None and not 1 <= self.voters <= self.nodes:
+            raise ValueError(f"SimConfig.voters must be between 1 and nodes ({self.nodes}), "
+                             f"got {self.voters}")
         if self.ticks < 1:
             raise ValueError(f"SimConfig.ticks must be >= 1, got {self.ticks}")
         if self.calm_delay_max < 1:
@@ -141,6 +155,10 @@ class SimConfig:
         unknown = self.faults - FAULTS
         if unknown:
             raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+
+    @property
+    def initial_voters(self) -> int:
+        return self.nodes if self.voters is None else self.voters
 
     def with_(self, **changes: object) -> SimConfig:
         return replace(self, **changes)  # type: ignore[arg-type]

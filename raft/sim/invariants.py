@@ -33,12 +33,22 @@ in ``log.commit``, each check touches only what changed in that step, never whol
     the same chain over the committed log, and they must be equal after every apply, every snapshot
     installation and every restart. O(1).
 ``commit-progress``
-    A leader commits every entry of its own term that a majority has acknowledged (the leader's commit
-    rule of Figure 2). The checker counts the successful AppendEntries / InstallSnapshot replies of
-    the leader's term actually delivered to it (a follower replies only after persisting, so an
+    A leader commits every entry of its own term that a majority of the voters of its configuration
+    has acknowledged (the leader's commit rule of Figure 2). The checker counts the successful
+    AppendEntries / InstallSnapshot replies of the leader's term actually delivered to it (a follower
+    replies only after persisting, so an
     acknowledged index is durable) and, after the leader has processed one, requires its commit index
     to cover the highest index of its term acknowledged by a majority. Unlike the liveness windows
     this needs no calm network. O(peers) per delivered reply.
+``membership``
+    A peer that is not a voter of its own configuration (a learner, a joining or a removed peer) never
+    becomes a candidate or a leader, unless its removal is not committed yet as far as it knows (it may
+    still be needed to commit it, thesis §4.2.2); a peer's configuration is always the one its log and
+    snapshot say (the last configuration entry, committed or not: checked from scratch by the full
+    check).
+``removed-cannot-disrupt``
+    A leader is never deposed by a RequestVote from a peer that is not a voter of its configuration
+    (a removed peer that missed its removal keeps campaigning; it must not bump the leader's term).
 ``liveness``
     Checked by :class:`raft.sim.cluster.SimCluster` (see its docstring and
     :meth:`raft.sim.config.SimConfig.liveness_bound`).
@@ -53,10 +63,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from raft.node import LEADER, RaftNode
+from raft.membership import ConfChange, Membership, scan
+from raft.node import CANDIDATE, LEADER, RaftNode
 from raft.sim.service import CounterService, fold
 from raft.sim.trace import Event
-from raft.types import Entry, Ready
+from raft.types import Entry, Ready, RequestVote
 
 #: The invariants and one line on what each means (used in reports and ``--help``).
 INVARIANTS: dict[str, str] = {
@@ -66,7 +77,11 @@ INVARIANTS: dict[str, str] = {
     "leader-completeness": "an entry committed in term T is in the log of every leader of a later term",
     "state-machine-safety": "no two peers commit or apply different commands at the same index",
     "applied-state": "a peer's service state equals the replay of the committed commands",
-    "commit-progress": "a leader commits every entry of its term that a majority has acknowledged",
+    "commit-progress": "a leader commits every entry of its term that a majority of its voters has "
+                       "acknowledged",
+    "membership": "a non-voter never campaigns or leads (unless its removal is still uncommitted); a "
+                  "peer's configuration is the last one in its log (or snapshot)",
+    "removed-cannot-disrupt": "a RequestVote from a peer outside the leader's voters never deposes it",
     "no-exception": "neither the core nor the simulator raises (the core's assertions are checks too)",
     "liveness": "once the network is healed and calm and all peers are up, a new command commits "
                 "within the liveness bound",
@@ -112,7 +127,8 @@ def _same(a: Entry, b: Entry) -> bool:
 class Invariants:
     """Incremental checker. ``nodes`` is the simulator's live list of cores (``None`` = crashed)."""
 
-    def __init__(self, nodes: list[RaftNode | None], emit: Callable[[Event], None]) -> None:
+    def __init__(self, nodes: list[RaftNode | None], emit: Callable[[Event], None],
+                 bootstrap: Membership | None = None) -> None:
         n = len(nodes)
         self.nodes = nodes
         self.emit = emit
@@ -135,7 +151,9 @@ class Invariants:
         # commit-progress: per leader, the term counted and the highest index each peer acknowledged
         self.ack_term: list[int] = [-1] * n
         self.acked: list[list[int]] = [[0] * n for _ in range(n)]
-        self.quorum = n // 2 + 1
+        # membership: the group's bootstrap configuration, and the last one in the committed log
+        self.bootstrap = bootstrap if bootstrap is not None else Membership(frozenset(range(n)))
+        self.committed_config = self.bootstrap
 
     def fail(self, invariant: str, detail: str) -> None:
         raise Violation(invariant, detail, self.now)
@@ -164,6 +182,10 @@ class Invariants:
                                             f"term {log.last_term}, commit {log.commit})"))
             self.role[n] = role
             self.term[n] = term
+            if role in (CANDIDATE, LEADER) and not self._may_campaign(n, node):
+                self.fail("membership", f"P{n} became {role} in term {term} but is not a voter of its "
+                                        f"configuration ({node.membership}) nor one whose removal is "
+                                        f"uncommitted")
             if role == LEADER:
                 self._new_leader(n, node)
         entries = rd.entries
@@ -178,6 +200,16 @@ class Invariants:
             self.mark_entry[n] = log.entry(last) if last > log.snapshot_index else None
         if log.commit > self.seen_commit[n]:
             self._observe_commit(n, node)
+
+    @staticmethod
+    def _may_campaign(n: int, node: RaftNode) -> bool:
+        """Voters may campaign, and so may a peer removed by a configuration it does not know committed
+        (as long as the configuration it knows committed has it vote): thesis §4.2.2."""
+        log = node.log
+        cfgs = log.configs
+        if n in cfgs.current.voters:
+            return True
+        return cfgs.current_index > log.commit and n in cfgs.at(log.commit).voters
 
     def _new_leader(self, n: int, node: RaftNode) -> None:
         term = node.term
@@ -269,6 +301,8 @@ class Invariants:
                 committed.append(e)
                 ct.append(term)
                 self.digests.append(fold(self.digests[-1], e.command))
+                if type(e.command) is ConfChange:
+                    self.committed_config = e.command.config
                 grew = True
         self.emit((self.now, "commit", n, f"{old} -> {new}"))
         if grew:
@@ -291,12 +325,26 @@ class Invariants:
         acked[src] = match
         log = node.log
         acked[n] = log.last_index
-        q = sorted(acked, reverse=True)[self.quorum - 1]
+        cfg = node.membership  # only its voters count (the leader too only if it is one)
+        q = sorted((acked[v] for v in cfg.voters), reverse=True)[cfg.quorum - 1]
         if q > log.commit and q > log.snapshot_index and log.term_at(q) == term:
             self.fail("commit-progress",
                       f"leader P{n} (term {term}) has acknowledgements up to index {q} (an entry of its "
-                      f"term) from a majority {sorted(i for i, a in enumerate(acked) if a >= q)} but "
-                      f"its commit index is {log.commit}")
+                      f"term) from a majority {sorted(v for v in cfg.voters if acked[v] >= q)} of its "
+                      f"{cfg} but its commit index is {log.commit}")
+
+    def on_leader_message(self, n: int, node: RaftNode, m: Any, was_leader_term: int) -> None:
+        """Peer ``n`` led term ``was_leader_term`` and has just processed ``m`` (a RequestVote or a
+        reply): a RequestVote from a non-voter, or a reply from a non-member, must not depose it."""
+        if node.role == LEADER:
+            return
+        cfg = node.membership
+        outsider = m.src not in (cfg.voters if type(m) is RequestVote else cfg.members)
+        if outsider:
+            self.fail("removed-cannot-disrupt",
+                      f"leader P{n} of term {was_leader_term} was deposed (now term {node.term}) by "
+                      f"{type(m).__name__} from P{m.src}, which is not a "
+                      f"{'voter' if type(m) is RequestVote else 'member'} of its {cfg}")
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -373,6 +421,9 @@ class Invariants:
             if log.commit >= len(committed):
                 self.fail("state-machine-safety", f"P{n}'s commit index {log.commit} is beyond the "
                                                   f"committed log the checker saw")
+            want = scan(log, node.snapshot_data.config, self.bootstrap)
+            if node.membership != want:
+                self.fail("membership", f"P{n} uses {node.membership} but its log and snapshot say {want}")
             svc = services[n]
             if svc is not None:
                 self.check_service(n, svc, "full check")
