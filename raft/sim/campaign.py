@@ -64,6 +64,7 @@ class CampaignResult:
     partitions: int = 0
     proposals: int = 0
     conf_changes: int = 0
+    conf_ops: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -88,6 +89,8 @@ class CampaignResult:
         self.partitions += s["partitions"]
         self.proposals += s["proposals"]
         self.conf_changes += s["conf_changes"]
+        for op in ("add_learner", "promote", "remove"):
+            self.conf_ops[op] = self.conf_ops.get(op, 0) + s["conf_" + op]
         if r.violation is not None:
             self.failures.append(r)
 
@@ -99,7 +102,9 @@ class CampaignResult:
             f"seeds/s:          {self.seeds_per_s:.2f}",
             f"ticks/s:          {self.ticks_per_s:,.0f}",
             f"faults injected:  {self.crashes} crashes, {self.partitions} partitions, "
-            f"{self.proposals} commands proposed, {self.conf_changes} membership changes",
+            f"{self.proposals} commands proposed",
+            f"membership:       {self.conf_changes} changes ("
+            + ", ".join(f"{n} {op}" for op, n in self.conf_ops.items()) + ")",
             f"liveness windows: {self.calm_windows} (slowest commit {self.max_commit_latency} ticks, "
             f"slowest catch-up {self.max_catchup_latency} ticks)",
             f"failures:         {len(self.failures)}"

@@ -112,6 +112,7 @@ class SimCluster:
             "snapshots": 0, "installs": 0, "calm_windows": 0, "max_commit_latency": 0,
             "max_catchup_latency": 0, "crash_before_persist": 0, "crash_before_send": 0,
             "crash_mid_send": 0, "crash_before_apply": 0, "conf_changes": 0, "conf_refused": 0,
+            "conf_add_learner": 0, "conf_promote": 0, "conf_remove": 0,
         }
 
     # -- peers -----------------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class SimCluster:
             point = self.armed[i]
             if point == 0:
                 self.stats["crash_before_persist"] += 1
+                inv.on_lost_ready(i)
                 self.crash(i, CRASH_POINTS[0])
                 return
             self.storage[i].persist(rd)
@@ -309,7 +311,9 @@ class SimCluster:
         cfg = node.membership
         ops = [(ADD_LEARNER, i) for i in self.ids if i not in cfg.members]
         for i in sorted(cfg.learners):
-            ops += [(PROMOTE, i), (PROMOTE, i), (REMOVE, i)]
+            pr = node.progress.get(i)
+            caught_up = pr is not None and pr.match_index >= node.commit_index
+            ops += [(PROMOTE, i)] * (6 if caught_up else 1) + [(REMOVE, i)]
         if len(cfg.voters) > 1:
             ops += [(REMOVE, i) for i in sorted(cfg.voters)]
         op, peer = ops[int(r() * len(ops))]
@@ -320,6 +324,7 @@ class SimCluster:
             self.emit((self.now, "member", node.id, f"{op} P{peer} refused: {e}"))
             return
         self.stats["conf_changes"] += 1
+        self.stats["conf_" + op] += 1
         self.emit((self.now, "member", node.id, f"{op} P{peer} -> index {index} term {term}: "
                                                  f"{node.membership}"))
         if node.has_ready():

@@ -12,6 +12,9 @@ the invariant checks catch each broken rule:
 - ``forget_vote`` needs a voter to crash and restart between two RequestVotes of the same term: a
   crash storm with very short downtimes.
 - ``vote_without_log_check`` and ``apply_past_commit`` are caught by any lively profile.
+- ``two_changes_in_flight`` needs membership changes proposed faster than they commit (an operator
+  asking every fifth tick), with the usual partitions and crashes: two configurations that differ by
+  two voters are then in use at once, and their majorities need not overlap.
 """
 
 from __future__ import annotations
@@ -26,4 +29,5 @@ HUNTING_PROFILES: dict[str, Profile] = {
                            restart_ticks_max=2, propose_p=0.05),
     "vote_without_log_check": Profile(),
     "apply_past_commit": Profile(),
+    "two_changes_in_flight": Profile(member_p=0.2),
 }

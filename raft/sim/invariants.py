@@ -134,6 +134,7 @@ class Invariants:
         self.emit = emit
         self.now = 0
         self.leader_of: dict[int, int] = {}
+        self.fresh_leader: tuple[int, int] | None = None  # (peer, term) elected by the last Ready
         self.role: list[str] = ["follower"] * n
         self.term: list[int] = [0] * n
         # leader-append-only: the term the mark was taken in (-1: none), last index, entry there
@@ -160,6 +161,17 @@ class Invariants:
 
     # -- peers coming and going --------------------------------------------------------------
 
+    def on_lost_ready(self, n: int) -> None:
+        """Peer ``n`` crashed before persisting its last Ready. If that Ready made it leader (a
+        one-voter configuration elects at once, before the term and vote are durable), the leadership
+        never existed outside its memory: nothing was persisted, sent or applied. Forget it, so that the
+        term may still be won (durably) by someone else."""
+        if self.fresh_leader is not None and self.fresh_leader[0] == n:
+            term = self.fresh_leader[1]
+            if self.leader_of.get(term) == n:
+                del self.leader_of[term]
+        self.fresh_leader = None
+
     def on_crash(self, n: int) -> None:
         self.role[n] = "down"
         self.mark_term[n] = -1
@@ -174,6 +186,7 @@ class Invariants:
     # -- after every Ready -------------------------------------------------------------------
 
     def on_ready(self, n: int, node: RaftNode, rd: Ready) -> None:
+        self.fresh_leader = None
         role = node.role
         term = node.term
         log = node.log
@@ -188,6 +201,7 @@ class Invariants:
                                         f"uncommitted")
             if role == LEADER:
                 self._new_leader(n, node)
+                self.fresh_leader = (n, term)
         entries = rd.entries
         if role == LEADER and self.mark_term[n] == term:
             self._check_append_only(n, node, entries)
