@@ -51,7 +51,7 @@ import json
 import logging
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -70,15 +70,32 @@ from actors.storage import (
     _Log,
     _own_snapshot,
 )
+from raft.membership import Membership
 from raft.types import Entry, HardState, PersistentState, Snapshot
 
 __all__ = ["FileStorage"]
+
+
+def _encode_config(config: Membership) -> bytes:
+    return json.dumps({"voters": sorted(config.voters), "learners": sorted(config.learners)},
+                      separators=(",", ":")).encode()
+
+
+def _decode_config(blob: bytes) -> Membership:
+    try:
+        obj = json.loads(blob)
+        return Membership(frozenset(obj["voters"]), frozenset(obj["learners"]))
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(str(exc)) from exc
 
 _log = logging.getLogger("raykv.storage")
 
 _WAL_MAGIC = b"RKVWAL2\n"
 _OLD_WAL_MAGIC = b"RKVWAL1\n"
 _SNAP_MAGIC = b"RKVSNP1\n"
+#: a snapshot that records a group configuration (raft.membership); groups whose configuration never
+#: changed write the first format, byte for byte as before
+_SNAP_MAGIC2 = b"RKVSNP2\n"
 _ID_MAGIC = b"RKVID1\n"
 _REC_HEADER = struct.Struct("<III")  # length, crc32(length), crc32(length + payload)
 _U32 = struct.Struct("<I")
@@ -91,6 +108,9 @@ _COMPACT = struct.Struct("<QQ")
 # The snapshot file: magic, then index u64, term u64, length u64, crc32 u32, then the data; the CRC is
 # taken over index, term, length and the data.
 _SNAP_HEADER = struct.Struct("<QQQI")
+# The second format: magic, index u64, term u64, length u64, config length u32, crc32 u32, then the
+# configuration (JSON: {"voters": [...], "learners": [...]}) and the data; the CRC covers all of it.
+_SNAP_HEADER2 = struct.Struct("<QQQII")
 _MAX_RECORD = 0xFFFF_FFFF
 #: a torn write leaves whole sectors unwritten (zero); records are checked in these file-offset chunks
 _SECTOR = 512
@@ -354,9 +374,16 @@ class FileStorage:
             new.set_hard_state(hard_state)
         # 1. The snapshot file, atomically. From here on a crash leaves the new snapshot with the
         #    old log, which recovery compacts against it (and rewrites).
-        head = _SNAP_HEADER.pack(snapshot.index, snapshot.term, len(snapshot.data), 0)[:-4]
-        crc = zlib.crc32(snapshot.data, zlib.crc32(head))
-        self._replace(self._snap_path, [_SNAP_MAGIC, head, _U32.pack(crc), snapshot.data])
+        if snapshot.config is None:
+            head = _SNAP_HEADER.pack(snapshot.index, snapshot.term, len(snapshot.data), 0)[:-4]
+            crc = zlib.crc32(snapshot.data, zlib.crc32(head))
+            self._replace(self._snap_path, [_SNAP_MAGIC, head, _U32.pack(crc), snapshot.data])
+        else:
+            cfg = _encode_config(snapshot.config)
+            head = _SNAP_HEADER2.pack(snapshot.index, snapshot.term, len(snapshot.data), len(cfg),
+                                      0)[:-4]
+            crc = zlib.crc32(snapshot.data, zlib.crc32(cfg, zlib.crc32(head)))
+            self._replace(self._snap_path, [_SNAP_MAGIC2, head, _U32.pack(crc), cfg, snapshot.data])
         # 2. The log, rewritten to hold only what is left.
         self._write_log(new)
         self._wal = self._files.open_append(self._wal_path)
@@ -647,6 +674,8 @@ class FileStorage:
         def corrupt(offset: int, reason: str) -> StorageCorruptionError:
             return StorageCorruptionError(path, offset, reason, _ADVICE_RESTORE + ".")
 
+        if data[: len(_SNAP_MAGIC2)] == _SNAP_MAGIC2:
+            return self._read_snapshot2(data, corrupt)
         if data[: len(_SNAP_MAGIC)] != _SNAP_MAGIC:
             raise corrupt(0, f"the file does not start with the snapshot header {_SNAP_MAGIC!r}")
         if len(data) < head_end:
@@ -660,3 +689,23 @@ class FileStorage:
         if zlib.crc32(view[head_end:], zlib.crc32(view[len(_SNAP_MAGIC) : head_end - 4])) != crc:
             raise corrupt(len(_SNAP_MAGIC), "the snapshot has a bad checksum (header or data)")
         return Snapshot(index, term, bytes(view[head_end:]))
+
+    @staticmethod
+    def _read_snapshot2(data: bytes, corrupt: Callable[[int, str], StorageCorruptionError]) -> Snapshot:
+        """A snapshot in the second format (with the group configuration)."""
+        head_end = len(_SNAP_MAGIC2) + _SNAP_HEADER2.size
+        if len(data) < head_end:
+            raise corrupt(len(data), f"the snapshot header is truncated ({len(data)} bytes)")
+        index, term, length, cfg_len, crc = _SNAP_HEADER2.unpack_from(data, len(_SNAP_MAGIC2))
+        if len(data) != head_end + cfg_len + length:
+            raise corrupt(min(len(data), head_end + cfg_len + length),
+                          f"the header announces {cfg_len} + {length} bytes of configuration and data "
+                          f"but the file holds {len(data) - head_end}")
+        view = memoryview(data)
+        if zlib.crc32(view[head_end:], zlib.crc32(view[len(_SNAP_MAGIC2) : head_end - 4])) != crc:
+            raise corrupt(len(_SNAP_MAGIC2), "the snapshot has a bad checksum (header or data)")
+        try:
+            config = _decode_config(bytes(view[head_end : head_end + cfg_len]))
+        except ValueError as exc:
+            raise corrupt(head_end, f"the snapshot's configuration cannot be read: {exc}") from exc
+        return Snapshot(index, term, bytes(view[head_end + cfg_len :]), config)

@@ -204,7 +204,7 @@ def _own_snapshot(snapshot: Snapshot) -> Snapshot:
     """The snapshot itself if its data is immutable bytes, else a copy that cannot change under us."""
     if type(snapshot.data) is bytes:
         return snapshot
-    return Snapshot(snapshot.index, snapshot.term, bytes(snapshot.data))
+    return Snapshot(snapshot.index, snapshot.term, bytes(snapshot.data), snapshot.config)
 
 
 class _Log:
