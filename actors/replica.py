@@ -43,6 +43,7 @@ from raft import (
     RaftNode,
     RequestVoteReply,
 )
+from raft.membership import ConfChange
 
 log = logging.getLogger("raykv.replica")
 
@@ -70,9 +71,13 @@ class ReplicaSpec:
     max_inflight_appends: int = 16
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: this replica joins an existing group (``peers`` is the group's bootstrap configuration, without
+    #: it): it starts passive and takes part once the leader adds it (see raft.membership)
+    join: bool = False
 
     def raft_config(self) -> RaftConfig:
         return RaftConfig(
+            join=self.join,
             peer_id=self.peer_id,
             peers=self.peers,
             election_ticks=self.election_ticks,
@@ -103,6 +108,9 @@ class ReplicaActor:
         self._tasks: set[asyncio.Task] = set()
         self._rng = random.Random(spec.seed)
         self._flush_scheduled = False
+        #: how to reach peers that joined after this replica was built: peer -> endpoint (an actor
+        #: handle for the direct transport, an end name for the network one); kept across restarts
+        self._joined_peers: dict[int, Any] = {}
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -126,6 +134,8 @@ class ReplicaActor:
             self.transport = DirectTransport(transport[1])
         else:
             raise ValueError(f"unknown transport {kind!r}: expected 'network' or 'direct'")
+        for peer, endpoint in self._joined_peers.items():
+            self.transport.add_peer(peer, endpoint)
         try:
             if self.storage is None:
                 self.storage = self.spec.storage()
@@ -227,8 +237,15 @@ class ReplicaActor:
                 sm.restore(rd.apply_snapshot.data, rd.apply_snapshot.index)
                 self._on_snapshot_restored(rd.apply_snapshot.index)
             for e in rd.committed_entries:
+                command = e.command
+                if type(command) is ConfChange:
+                    # The group's configuration changed (the core already acts on it); the service
+                    # sees a no-op at this index.
+                    log.info("replica %s: configuration entry %d committed: %s", self.spec.name,
+                             e.index, command)
+                    command = None
                 try:
-                    result = sm.apply(e.index, e.command)
+                    result = sm.apply(e.index, command)
                 except Exception as exc:
                     # Fail-stop: skipping a committed entry would make this replica diverge from
                     # the others. A service's apply must be total (bad input -> an error result);
@@ -238,7 +255,7 @@ class ReplicaActor:
                     self._crash_now()
                     self.failure = f"apply of entry {e.index} failed: {exc!r}"
                     return []
-                self._on_applied(e.index, e.term, e.command, result)
+                self._on_applied(e.index, e.term, command, result)
                 if sm.should_snapshot(e.index, self.storage.raft_state_size()):
                     core.snapshot(e.index, sm.snapshot())
         return replies
@@ -308,6 +325,27 @@ class ReplicaActor:
         if result[2]:
             self._schedule_flush()
         return result
+
+    async def change_membership(self, op: str, peer: int) -> tuple[int, int, bool]:
+        """Propose a membership change (``add_learner`` / ``promote`` / ``remove``, see
+        :mod:`raft.membership`) if leader: ``(index, term, is_leader)`` at once, like
+        :meth:`start_command`. A leader that must refuse raises
+        :class:`~raft.membership.ConfChangeRefused` saying why (one change at a time, not caught up,
+        no entry of its term committed yet, ...). Tell every replica how to reach a new peer
+        (:meth:`add_peer`) before adding it."""
+        if self.core is None:
+            return -1, 0, False
+        result = self.core.propose_conf_change(op, peer)
+        if result[2]:
+            self._schedule_flush()
+        return result
+
+    async def add_peer(self, peer: int, endpoint: Any) -> None:
+        """How to reach ``peer`` from now on (and after restarts): an actor handle for the direct
+        transport, the name of this replica's end to it for the network transport."""
+        self._joined_peers[peer] = endpoint
+        if self.transport is not None:
+            self.transport.add_peer(peer, endpoint)
 
     async def get_state(self) -> tuple[int, bool]:
         """Raft's ``GetState``: ``(term, is_leader)``; ``(0, False)`` while crashed."""

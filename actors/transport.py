@@ -22,7 +22,13 @@ from ray.exceptions import RayActorError, RayError
 
 class Transport(Protocol):
     async def call(self, peer: int, method: str, args: tuple, rpcs: int = 1) -> tuple[bool, Any]:
-        """Call ``method`` on ``peer`` with ``args``; ``rpcs`` is how many Raft RPCs the call carries."""
+        """Call ``method`` on ``peer`` with ``args``; ``rpcs`` is how many Raft RPCs the call carries.
+
+        A peer the transport does not know (one that joined the group, before :meth:`add_peer` told
+        this replica how to reach it) is unreachable: the call fails like a lost message."""
+
+    def add_peer(self, peer: int, endpoint: Any) -> None:
+        """Learn how to reach ``peer`` (an actor handle, or a network end name)."""
 
     def start(self, peer: int, method: str, args: tuple,
               rpcs: int = 1) -> Coroutine[Any, Any, tuple[bool, Any]]:
@@ -45,7 +51,13 @@ class NetworkTransport:
 
     def start(self, peer: int, method: str, args: tuple,
               rpcs: int = 1) -> Coroutine[Any, Any, tuple[bool, Any]]:
-        return self._finish(self.network.call.remote(self.ends[peer], method, args, rpcs))
+        end = self.ends.get(peer)
+        if end is None:
+            return _failed()
+        return self._finish(self.network.call.remote(end, method, args, rpcs))
+
+    def add_peer(self, peer: int, endpoint: Any) -> None:
+        self.ends[peer] = endpoint
 
     @staticmethod
     async def _finish(ref: Any) -> tuple[bool, Any]:
@@ -74,11 +86,15 @@ class DirectTransport:
 
     def start(self, peer: int, method: str, args: tuple,
               rpcs: int = 1) -> Coroutine[Any, Any, tuple[bool, Any]]:
+        handle = self.handles.get(peer)
         try:
-            ref = self.handles[peer].rpc.remote(None, method, args)
+            ref = handle.rpc.remote(None, method, args) if handle is not None else None
         except RayError:
             ref = None
         return self._finish(ref)
+
+    def add_peer(self, peer: int, endpoint: Any) -> None:
+        self.handles[peer] = endpoint
 
     async def _finish(self, ref: Any) -> tuple[bool, Any]:
         if ref is None:
@@ -90,6 +106,10 @@ class DirectTransport:
         if result is None:
             return False, None
         return True, result
+
+
+async def _failed() -> tuple[bool, Any]:
+    return False, None
 
 
 def get_actor_handles(names: dict[int, str], namespace: str | None = None) -> dict[int, ActorHandle]:
