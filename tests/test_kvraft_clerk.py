@@ -20,7 +20,7 @@ from linearizability import Recorder
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 NKEYS = 40
-DOCS = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "kvraft.md"
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The shard controller beyond the reference tests, on Ray: bad input refused (before sending, or by
 the controller) with nothing changed, exactly-once writes when replies are lost, timeouts, the
 asyncio clerk (batching, and use inside an async actor, as a shard group will), ``start_group`` with
-both storages and transports, and the README's example run as written."""
+both storages and transports, and the example of docs/shardctrler.md run as written."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from shardctrler.ops import ERR_BAD_SHARD, ERR_GROUP_EXISTS, ERR_SERVER_IN_USE, 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 OP_TIMEOUT_S = 30.0
-DOCS = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "shardctrler.md"
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The public API of the sharded service (:mod:`raykv.sharded`), its placement (:mod:`actors.placement`)
 on a single-node runtime, and its command line (``raykv start``, ``status``, ``stop``): bad input is
-refused with a clear error and changes nothing; the README's example runs as written; a detached
+refused with a clear error and changes nothing; the example of docs/sharded-kv.md runs as written; a detached
 service outlives the driver that started it and another driver attaches to it by name.
 (The multi-node behaviour is in ``tests/test_multinode.py``.)"""
 
@@ -22,7 +22,7 @@ import raykv.sharded as sharded
 from actors import placement
 from raykv.cli import main as cli_main
 
-DOCS = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "sharded-kv.md"
 ROOT = Path(__file__).resolve().parent.parent
 OP_TIMEOUT_S = 30.0
 
