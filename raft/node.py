@@ -20,8 +20,9 @@ backtracking with conflict term / index (§5.3, last paragraphs), log compaction
 The core is split by concept; :class:`RaftNode` holds the state and the inputs and outputs, and
 mixes in one class per concept, each in its own module with the invariants it keeps:
 
-- :mod:`raft.election` — roles, timers, RequestVote (who may lead);
-- :mod:`raft.replication` — AppendEntries / InstallSnapshot, both sides, and the commit rule.
+- :mod:`raft.election` — roles, timers, RequestVote (who may lead), PreVote and CheckQuorum;
+- :mod:`raft.replication` — AppendEntries / InstallSnapshot, both sides, and the commit rule;
+- :mod:`raft.reads` — ReadIndex: linearizable reads confirmed by one heartbeat round.
 
 Safety invariants this module maintains (checked externally by the simulator and the tests):
 
@@ -35,14 +36,16 @@ Safety invariants this module maintains (checked externally by the simulator and
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from raft import trace
 from raft.config import RaftConfig
-from raft.election import CANDIDATE, FOLLOWER, LEADER, Election
+from raft.election import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, Election
 from raft.log import RaftLog
 from raft.progress import Progress
+from raft.reads import Reads
 from raft.replication import Replication
 from raft.types import (
     NO_VOTE,
@@ -54,16 +57,17 @@ from raft.types import (
     InstallSnapshotReply,
     Message,
     PersistentState,
+    ReadState,
     Ready,
     RequestVote,
     RequestVoteReply,
     Snapshot,
 )
 
-__all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "RaftNode"]
+__all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "PRE_CANDIDATE", "RaftNode"]
 
 
-class RaftNode(Election, Replication):
+class RaftNode(Election, Replication, Reads):
     """One Raft peer. Not thread-safe: the driver serialises every call."""
 
     def __init__(
@@ -101,6 +105,12 @@ class RaftNode(Election, Replication):
         self._heartbeat_due = False
         self._commit_changed = False
         self._commit_notify_due = False
+        self._read_seq = 0
+        self._read_open: list[Any] | None = None
+        self._read_rounds: deque[tuple[int, int, list[Any]]] = deque()
+        self._reads_waiting: list[Any] = []
+        self._read_states: list[ReadState] = []
+        self._reads_dropped: list[Any] = []
         # Hooks that tests switch on to break the algorithm on purpose (see raft.faults).
         self.faults: frozenset[str] = frozenset()
         if trace.enabled("persist") and (state.entries or state.snapshot.index or self.term):
@@ -157,10 +167,10 @@ class RaftNode(Election, Replication):
                 # next AppendEntries anyway).
                 self._commit_changed = False
                 self._commit_notify_due = True
+            if self.config.check_quorum:
+                self._tick_check_quorum()
         else:
-            self.election_elapsed += 1
-            if self.election_elapsed >= self.randomized_timeout:
-                self._campaign()
+            self._tick_election()
 
     def propose(self, command: Any) -> tuple[int, int, bool]:
         """Append ``command`` to the log if this peer leads. Returns ``(index, term, is_leader)``.
@@ -202,6 +212,20 @@ class RaftNode(Election, Replication):
     def step(self, msg: Message) -> None:
         """Process one message from another peer."""
         if msg.term > self.term:
+            if type(msg) is RequestVote:
+                if self.in_lease():
+                    # CheckQuorum's lease: we heard from a leader within an election timeout, so
+                    # neither adopt the candidate's term nor answer it.
+                    if trace.enabled("elect"):
+                        self._log("elect", f"ignored {'pre-' if msg.pre_vote else ''}vote request "
+                                  f"of P{msg.src} for term {msg.term} (leader lease)")
+                    return
+                if msg.pre_vote:  # a pre-vote changes nobody's term
+                    self._on_request_vote(msg)
+                    return
+            elif type(msg) is RequestVoteReply and msg.pre_vote and msg.granted:
+                self._on_request_vote_reply(msg)  # it carries the term we asked for, not a newer one
+                return
             leader = msg.src if isinstance(msg, (AppendEntries, InstallSnapshot)) else None
             if trace.enabled("term"):
                 self._log("term", f"saw term {msg.term} from P{msg.src} ({type(msg).__name__})")
@@ -212,7 +236,7 @@ class RaftNode(Election, Replication):
                 self._send(AppendEntriesReply(self.term, self.id, msg.src, False,
                                               prev_index=msg.prev_index))
             elif isinstance(msg, RequestVote):
-                self._send(RequestVoteReply(self.term, self.id, msg.src, False))
+                self._send(RequestVoteReply(self.term, self.id, msg.src, False, pre_vote=msg.pre_vote))
             elif isinstance(msg, InstallSnapshot):
                 self._send(InstallSnapshotReply(self.term, self.id, msg.src, 0))
             return
@@ -232,6 +256,8 @@ class RaftNode(Election, Replication):
             or self._snapshot_to_apply
             or self._heartbeat_due
             or self._commit_notify_due
+            or self._read_states
+            or self._reads_dropped
             or self.log.unstable_from <= self.log.last_index
             or self.log.applied < self.log.commit
             or (self.role == LEADER and self._replication_pending())
@@ -240,6 +266,7 @@ class RaftNode(Election, Replication):
     def ready(self) -> Ready:
         """Hand out (and forget) the work accumulated since the last call."""
         if self.role == LEADER:
+            self._send_read_round()
             self._flush_replication()
         hard_state = None
         if self._hard_state_dirty:
@@ -256,7 +283,11 @@ class RaftNode(Election, Replication):
             messages=tuple(self._outbox),
             apply_snapshot=self._snapshot_to_apply,
             committed_entries=tuple(self._take_committed()),
+            read_states=tuple(self._read_states),
+            reads_dropped=tuple(self._reads_dropped),
         )
+        self._read_states = []
+        self._reads_dropped = []
         self._outbox = []
         self._snapshot_to_persist = None
         self._snapshot_to_apply = None
