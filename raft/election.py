@@ -72,6 +72,8 @@ class Election:
     faults: frozenset[str]
     _hard_state_dirty: bool
     _heartbeat_due: bool
+    _commit_changed: bool
+    _commit_notify_due: bool
 
     if TYPE_CHECKING:  # provided by RaftNode and Reads
         def _send(self, msg: Message) -> None: ...
@@ -139,6 +141,8 @@ class Election:
         self.votes = set()
         self.progress = {}
         self._heartbeat_due = False
+        self._commit_changed = False  # leader-only flags: a follower has nothing to flush
+        self._commit_notify_due = False
         self._reset_election_timer()
         if was != FOLLOWER and trace.enabled("elect"):
             self._log("elect", f"{was} -> follower")

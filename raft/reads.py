@@ -52,6 +52,7 @@ class Reads:
     log: RaftLog
     role: str
     progress: dict[int, Progress]
+    faults: frozenset[str]
     _heartbeat_due: bool
     #: the number of the newest read round (never reused by this core object)
     _read_seq: int
@@ -73,14 +74,15 @@ class Reads:
         """
         if self.role != LEADER:
             return False
-        if self.log.term_at(self.log.commit) != self.term:
+        if (self.log.term_at(self.log.commit) != self.term
+                and "read_before_term_commit" not in self.faults):  # broken on purpose if set
             self._reads_waiting.append(ctx)
         else:
             self._take_read(ctx)
         return True
 
     def _take_read(self, ctx: Any) -> None:
-        if self.config.quorum == 1:
+        if self.config.quorum == 1 or "read_without_quorum" in self.faults:  # broken on purpose
             self._read_states.append(ReadState(self.log.commit, ctx))
             return
         if self._read_open is None:

@@ -269,3 +269,33 @@ def test_both_switches_together_keep_the_leader_through_a_partitioned_follower()
     c.cut.clear()
     c.tick(4 * E)
     assert terms(c) == before and c.leader() == 1
+
+
+def test_leader_stepping_down_in_the_tick_that_announces_a_commit_leaves_nothing_to_flush():
+    """Regression (found by the simulator with CheckQuorum on: a follower whose has_ready() stayed
+    true forever): the commit notification a leader schedules is dropped when it steps down."""
+    n = node(0, n=5, check_quorum=True)
+    time_out(n)
+    n.step(RequestVoteReply(1, 1, 0, True))
+    n.step(RequestVoteReply(1, 2, 0, True))
+    assert n.role == LEADER
+    n.ready()
+    for _ in range(E - 1):
+        n.tick()
+        n.ready()
+    n.propose("x")
+    n.ready()
+    n.step(AppendEntriesReply(1, 1, 0, True, match_index=1))
+    n.step(AppendEntriesReply(1, 3, 0, True, match_index=0))
+    n.tick()  # the first check: 0, 1 and 3 were heard from
+    n.ready()
+    assert n.role == LEADER
+    for _ in range(E - 1):
+        n.tick()
+        n.ready()
+    n.step(AppendEntriesReply(1, 2, 0, True, match_index=1))  # commits index 1 (with 0 and 1)
+    assert n.commit_index == 1
+    n.tick()  # the second check: only 2 was heard from, so the leader steps down in this tick
+    assert n.role == FOLLOWER
+    n.ready()
+    assert not n.has_ready()

@@ -70,6 +70,10 @@ INVARIANTS: dict[str, str] = {
     "no-exception": "neither the core nor the simulator raises (the core's assertions are checks too)",
     "liveness": "once the network is healed and calm and all peers are up, a new command commits "
                 "within the liveness bound",
+    "read-index": "a ReadIndex read is answered at an index covering every entry committed before it "
+                  "was requested (with SimConfig.reads)",
+    "read-leadership": "a read is answered only by the peer and term it was requested in, never once a "
+                       "later term had elected a leader (with SimConfig.reads)",
 }
 
 
@@ -118,6 +122,8 @@ class Invariants:
         self.emit = emit
         self.now = 0
         self.leader_of: dict[int, int] = {}
+        #: the highest term that has had a leader so far
+        self.newest_leader_term = 0
         self.role: list[str] = ["follower"] * n
         self.term: list[int] = [0] * n
         # leader-append-only: the term the mark was taken in (-1: none), last index, entry there
@@ -186,6 +192,7 @@ class Invariants:
         if other is not None and other != n:
             self.fail("election-safety", f"P{n} became leader of term {term}, which P{other} already led")
         self.leader_of[term] = n
+        self.newest_leader_term = max(self.newest_leader_term, term)
         # The highest committed entry whose commit term is below this term must be in the new log.
         ct = self.commit_term
         i = len(ct) - 1
