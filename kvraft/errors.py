@@ -24,7 +24,7 @@ class KVTimeoutError(TimeoutError):
 
     ``servers`` names the servers tried, in order of first attempt; ``operation`` describes the call;
     ``last`` is the last outcome seen. The operation may still take effect (exactly once, atomically)
-    until the clerk's next operation completes; after that it never will (see the README, "Clerk
+    until the clerk's next operation completes; after that it never will (see docs/kvraft.md, "Clerk
     semantics").
     """
 

@@ -15,6 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from actors.service_protocol import INVALID as INVALID
+from actors.service_protocol import OK as OK
+from actors.service_protocol import TIMEOUT as TIMEOUT
+from actors.service_protocol import WRONG_LEADER as WRONG_LEADER
+
 #: operation kinds (the reference's op codes: 0 get, 1 put, 2 append)
 GET, PUT, APPEND = 0, 1, 2
 KIND_NAMES = {GET: "get", PUT: "put", APPEND: "append"}
@@ -29,13 +34,9 @@ DEFAULT_MAX_VALUE_BYTES = 1 << 20
 #: default largest key a clerk accepts, in UTF-8 bytes
 DEFAULT_MAX_KEY_BYTES = 1 << 16
 
-# Server replies (the first element of what ``rpc_kv`` returns).
-OK = "ok"
-WRONG_LEADER = "wrong_leader"
-TIMEOUT = "timeout"
-#: ``("invalid", reason)``: the batch is malformed; nothing was proposed (or, if it reached the log
-#: anyway, nothing of it was applied)
-INVALID = "invalid"
+# Server replies (the first element of what ``rpc_kv`` returns): the codes every service shares
+# (:mod:`actors.service_protocol`). ``("invalid", reason)``: the batch is malformed; nothing was
+# proposed (or, if it reached the log anyway, nothing of it was applied).
 
 
 @dataclass(frozen=True)

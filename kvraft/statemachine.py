@@ -1,7 +1,8 @@
 """The KV state machine: Get / Put / Append with exactly-once semantics, hosted by a replica actor.
 
-State: ``data`` (key -> value; a missing key reads as ``""``) and the *dedup table* ``sessions``
-(client id -> the highest ``seq`` applied for that client).
+State: ``data`` (key -> value; a missing key reads as ``""``), the *dedup table* ``sessions`` (a
+:class:`~actors.sessions.SessionTable`: client id -> the highest ``seq`` applied for that client and the
+log time of its last request) and the log clock ``clock`` (:class:`~actors.sessions.LogClock`).
 
 Exactly once. A clerk numbers its operations 1, 2, 3, ... and may send one many times (a lost reply,
 a timeout, a new leader). An operation is applied only if its ``seq`` is above the client's entry in
@@ -17,12 +18,20 @@ also when the entry is a duplicate (re-reading is as good as remembering: the du
 applied inside the interval of the call that is waiting for it). So the table keeps only the last
 ``seq`` per client, and it is part of every snapshot: a restored replica still recognises retries.
 
+Sessions expire through the log (:mod:`actors.sessions`): an entry stamped by its leader ``(STAMP,
+time_ms, ttl_ms, batch)`` first advances the log clock and forgets every client idle for longer than
+the TTL, then its batch is applied. An operation of a client the table does not know is refused with a
+:class:`~actors.sessions.SessionExpired` result (nothing applied) unless it is the client's first
+(``seq == 1``) or the table has never forgotten anybody: so an operation applied before its session
+expired is never applied again.
+
 Invariants: ``apply`` is deterministic (same snapshot + same entries -> same state and results) and
 total: an entry that is not a well-formed batch (servers refuse those before proposing, but a log
 may hold anything) yields a :class:`~kvraft.ops.Rejected` result and changes nothing, on every
 replica alike, instead of raising (an exception would stop the replica from applying the entries
 behind it, and the replicas would diverge); a batch is applied atomically, all of it or none (no
-await inside); ``snapshot()`` / ``restore()`` round-trip the whole state, dedup table included.
+await inside); ``snapshot()`` / ``restore()`` round-trip the whole state, dedup table (with its times
+and order) and log clock included.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+from actors.sessions import LogClock, SessionExpired, SessionTable, unstamp
 from kvraft.ops import APPEND, GET, PUT, Batch, Rejected, batch_problem
 
 _PICKLE_PROTOCOL = 5
@@ -45,10 +55,12 @@ class KVStateMachine:
     def __init__(self, maxraftstate: int = -1) -> None:
         self.maxraftstate = maxraftstate
         self.data: dict[str, str] = {}
-        self.sessions: dict[int, int] = {}
+        self.sessions = SessionTable()
+        self.clock = LogClock()
         self.last_applied = 0
         self.applied_ops = 0
         self.duplicates = 0
+        self.expired_refused = 0  # operations refused because their session had expired
         self.rejected = 0  # entries that were not well-formed batches (nothing of them applied)
         # The persisted size reported with the last snapshot request: the size only drops once the
         # replica has saved the snapshot, so the same size again means "already asked".
@@ -56,14 +68,19 @@ class KVStateMachine:
 
     # -- StateMachine protocol -------------------------------------------------------------------
 
-    def apply(self, index: int, command: Any) -> list[str | None] | Rejected | None:
-        """Apply one log entry (a :data:`~kvraft.ops.Batch`, or ``None`` for a no-op).
+    def apply(self, index: int, command: Any) -> list[Any] | Rejected | None:
+        """Apply one log entry (a :data:`~kvraft.ops.Batch`, or ``None`` for a no-op; either may be
+        stamped with the log time, see :mod:`actors.sessions`).
 
-        Returns one result per operation: the value for a Get, ``None`` for a Put or an Append; or
+        Returns one result per operation: the value for a Get, ``None`` for a Put or an Append,
+        :class:`~actors.sessions.SessionExpired` for an operation of an expired session; or
         :class:`~kvraft.ops.Rejected` (and changes nothing) if the entry is not a well-formed batch.
         Never raises for any command.
         """
         self.last_applied = index
+        time_ms, ttl, command = unstamp(command)
+        if self.clock.advance(time_ms, ttl):
+            self.sessions.expire(self.clock.now_ms, ttl)
         if command is None:
             return None
         problem = batch_problem(command)
@@ -72,21 +89,30 @@ class KVStateMachine:
             return Rejected(problem)
         return self.apply_batch(command)
 
-    def apply_batch(self, batch: Batch) -> list[str | None]:
-        """Apply a well-formed batch (see :func:`~kvraft.ops.batch_problem`)."""
-        data, sessions = self.data, self.sessions
-        results: list[str | None] = []
+    def apply_batch(self, batch: Batch) -> list[Any]:
+        """Apply a well-formed batch (see :func:`~kvraft.ops.batch_problem`) at the current log time."""
+        data, sessions, now = self.data, self.sessions, self.clock.now_ms
+        results: list[Any] = []
         for kind, key, value, client, seq in batch:
+            session = sessions.get(client)
+            if session is None:
+                if sessions.refuses(client, seq):
+                    results.append(SessionExpired(client, seq))
+                    self.expired_refused += 1
+                    continue
+                session = sessions.open(client, now)
+            else:
+                sessions.touch(client, session, now)
             if kind == GET:
                 results.append(data.get(key, ""))
-                if seq > sessions.get(client, 0):
-                    sessions[client] = seq
+                if seq > session[0]:
+                    session[0] = seq
                 continue
             results.append(None)
-            if seq <= sessions.get(client, 0):
+            if seq <= session[0]:
                 self.duplicates += 1
                 continue
-            sessions[client] = seq
+            session[0] = seq
             if kind == PUT:
                 data[key] = value  # type: ignore[assignment]
             elif kind == APPEND:
@@ -95,12 +121,19 @@ class KVStateMachine:
         return results
 
     def snapshot(self) -> bytes:
-        """The whole state after the last applied entry: data and dedup table."""
-        return pickle.dumps((self.data, self.sessions), protocol=_PICKLE_PROTOCOL)
+        """The whole state after the last applied entry: data, dedup table (with times) and log clock."""
+        return pickle.dumps((self.data, self.sessions, self.clock.now_ms, self.clock.ttl_ms),
+                            protocol=_PICKLE_PROTOCOL)
 
     def restore(self, data: bytes, index: int) -> None:
-        """Replace the whole state with a snapshot covering the log up to ``index``."""
-        self.data, self.sessions = pickle.loads(data)
+        """Replace the whole state with a snapshot covering the log up to ``index`` (also one written
+        before sessions expired: ``(data, {client: seq})``, every client then active at time 0)."""
+        state = pickle.loads(data)
+        if len(state) == 2:
+            self.data, self.sessions, self.clock = state[0], SessionTable.from_seqs(state[1], 0), LogClock()
+        else:
+            self.data, self.sessions = state[0], state[1]
+            self.clock = LogClock(state[2], state[3])
         self.last_applied = index
 
     def should_snapshot(self, applied_index: int, raft_state_size: int) -> bool:
@@ -125,6 +158,9 @@ class KVStateMachine:
         return {
             "keys": len(self.data),
             "clients": len(self.sessions),
+            "sessions_expired": self.sessions.expired,
+            "expired_refused": self.expired_refused,
+            "log_time_ms": self.clock.now_ms,
             "last_applied": self.last_applied,
             "applied_ops": self.applied_ops,
             "duplicates": self.duplicates,

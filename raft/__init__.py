@@ -5,7 +5,7 @@ Drive a :class:`RaftNode` with ``tick`` / ``step`` / ``propose`` / ``snapshot`` 
 """
 
 from raft.config import RaftConfig
-from raft.node import CANDIDATE, FOLLOWER, LEADER, RaftNode
+from raft.node import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, RaftNode
 from raft.types import (
     NO_VOTE,
     AppendEntries,
@@ -16,6 +16,7 @@ from raft.types import (
     InstallSnapshotReply,
     Message,
     PersistentState,
+    ReadState,
     Ready,
     RequestVote,
     RequestVoteReply,
@@ -27,6 +28,7 @@ __all__ = [
     "FOLLOWER",
     "LEADER",
     "NO_VOTE",
+    "PRE_CANDIDATE",
     "AppendEntries",
     "AppendEntriesReply",
     "Entry",
@@ -37,6 +39,7 @@ __all__ = [
     "PersistentState",
     "RaftConfig",
     "RaftNode",
+    "ReadState",
     "Ready",
     "RequestVote",
     "RequestVoteReply",

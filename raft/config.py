@@ -23,7 +23,22 @@ class RaftConfig:
       heartbeats before it gives up on its leader). The actual election timeout of each election is
       drawn uniformly from ``[election_ticks, 2 * election_ticks)``;
     - ``max_entries_per_append >= 1`` and ``max_inflight_appends >= 1``: at most that many entries in
-      one AppendEntries, and at most that many AppendEntries with entries unacknowledged per follower.
+      one AppendEntries, and at most that many AppendEntries with entries unacknowledged per follower;
+    - ``pre_vote``, ``check_quorum`` and ``leader_noop`` are bools.
+
+    Switches, all off by default (the reference 6.5840 configuration; the services turn them on):
+
+    - ``pre_vote`` (thesis §9.6): a peer whose election timer fires first asks for pre-votes for its
+      term + 1 without changing its term, and starts a real election only with a majority of them;
+      a peer grants a pre-vote only if it has not heard from a leader for an election timeout and
+      the candidate's log is up to date. A peer cut off from the others therefore never raises its
+      term, and does not depose a healthy leader when it comes back (see :mod:`raft.election`);
+    - ``check_quorum`` (thesis §6.2): a leader that has not heard from a majority for
+      ``election_ticks`` steps down, and a peer that has heard from a leader within
+      ``election_ticks`` ignores vote requests of higher terms (the leader's lease);
+    - ``leader_noop``: a new leader appends an empty entry (command ``None``) of its term at once, so
+      it can commit earlier terms' entries and serve ReadIndex reads without waiting for a client's
+      command. Off in the reference tests, which expect the first command at index 1.
     """
 
     peer_id: PeerId
@@ -32,6 +47,9 @@ class RaftConfig:
     heartbeat_ticks: int = 1
     max_entries_per_append: int = 512
     max_inflight_appends: int = 16
+    pre_vote: bool = False
+    check_quorum: bool = False
+    leader_noop: bool = False
     join: bool = False
 
     def __post_init__(self) -> None:
@@ -45,6 +63,10 @@ class RaftConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"RaftConfig.{name} must be an int, got {value!r}")
+        for name in ("pre_vote", "check_quorum", "leader_noop"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"RaftConfig.{name} must be True or False, got {value!r}")
         if not self.peers:
             raise ValueError("RaftConfig.peers must list at least one peer id (including this one)")
         for p in self.peers:

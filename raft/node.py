@@ -20,8 +20,9 @@ backtracking with conflict term / index (§5.3, last paragraphs), log compaction
 The core is split by concept; :class:`RaftNode` holds the state and the inputs and outputs, and
 mixes in one class per concept, each in its own module with the invariants it keeps:
 
-- :mod:`raft.election` — roles, timers, RequestVote (who may lead);
+- :mod:`raft.election` — roles, timers, RequestVote (who may lead), PreVote and CheckQuorum;
 - :mod:`raft.replication` — AppendEntries / InstallSnapshot, both sides, and the commit rule;
+- :mod:`raft.reads` — ReadIndex: linearizable reads confirmed by one heartbeat round;
 - :mod:`raft.membership` — configurations (voters and learners) and changing them one server at a
   time through the log (:meth:`RaftNode.propose_conf_change`).
 
@@ -37,15 +38,17 @@ Safety invariants this module maintains (checked externally by the simulator and
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from raft import trace
 from raft.config import RaftConfig
-from raft.election import CANDIDATE, FOLLOWER, LEADER, Election
+from raft.election import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, Election
 from raft.log import RaftLog
 from raft.membership import Reconfiguration, bootstrap
 from raft.progress import Progress
+from raft.reads import Reads
 from raft.replication import Replication
 from raft.types import (
     NO_VOTE,
@@ -57,16 +60,17 @@ from raft.types import (
     InstallSnapshotReply,
     Message,
     PersistentState,
+    ReadState,
     Ready,
     RequestVote,
     RequestVoteReply,
     Snapshot,
 )
 
-__all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "RaftNode"]
+__all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "PRE_CANDIDATE", "RaftNode"]
 
 
-class RaftNode(Election, Replication, Reconfiguration):
+class RaftNode(Election, Replication, Reads, Reconfiguration):
     """One Raft peer. Not thread-safe: the driver serialises every call."""
 
     def __init__(
@@ -105,6 +109,12 @@ class RaftNode(Election, Replication, Reconfiguration):
         self._commit_changed = False
         self._commit_notify_due = False
         self._commit_check_due = False
+        self._read_seq = 0
+        self._read_open: list[Any] | None = None
+        self._read_rounds: deque[tuple[int, int, list[Any]]] = deque()
+        self._reads_waiting: list[Any] = []
+        self._read_states: list[ReadState] = []
+        self._reads_dropped: list[Any] = []
         # Hooks that tests switch on to break the algorithm on purpose (see raft.faults).
         self.faults: frozenset[str] = frozenset()
         if trace.enabled("persist") and (state.entries or state.snapshot.index or self.term):
@@ -163,10 +173,10 @@ class RaftNode(Election, Replication, Reconfiguration):
                 # next AppendEntries anyway).
                 self._commit_changed = False
                 self._commit_notify_due = True
+            if self.config.check_quorum:
+                self._tick_check_quorum()
         else:
-            self.election_elapsed += 1
-            if self.election_elapsed >= self.randomized_timeout:
-                self._campaign()
+            self._tick_election()
 
     def propose(self, command: Any) -> tuple[int, int, bool]:
         """Append ``command`` to the log if this peer leads. Returns ``(index, term, is_leader)``.
@@ -209,6 +219,20 @@ class RaftNode(Election, Replication, Reconfiguration):
         if self._ignores(msg):
             return  # a removed peer must not disrupt a live leader (raft.membership)
         if msg.term > self.term:
+            if type(msg) is RequestVote:
+                if self.in_lease():
+                    # CheckQuorum's lease: we heard from a leader within an election timeout, so
+                    # neither adopt the candidate's term nor answer it.
+                    if trace.enabled("elect"):
+                        self._log("elect", f"ignored {'pre-' if msg.pre_vote else ''}vote request "
+                                  f"of P{msg.src} for term {msg.term} (leader lease)")
+                    return
+                if msg.pre_vote:  # a pre-vote changes nobody's term
+                    self._on_request_vote(msg)
+                    return
+            elif type(msg) is RequestVoteReply and msg.pre_vote and msg.granted:
+                self._on_request_vote_reply(msg)  # it carries the term we asked for, not a newer one
+                return
             leader = msg.src if isinstance(msg, (AppendEntries, InstallSnapshot)) else None
             if trace.enabled("term"):
                 self._log("term", f"saw term {msg.term} from P{msg.src} ({type(msg).__name__})")
@@ -219,7 +243,7 @@ class RaftNode(Election, Replication, Reconfiguration):
                 self._send(AppendEntriesReply(self.term, self.id, msg.src, False,
                                               prev_index=msg.prev_index))
             elif isinstance(msg, RequestVote):
-                self._send(RequestVoteReply(self.term, self.id, msg.src, False))
+                self._send(RequestVoteReply(self.term, self.id, msg.src, False, pre_vote=msg.pre_vote))
             elif isinstance(msg, InstallSnapshot):
                 self._send(InstallSnapshotReply(self.term, self.id, msg.src, 0))
             return
@@ -239,6 +263,8 @@ class RaftNode(Election, Replication, Reconfiguration):
             or self._snapshot_to_apply
             or self._heartbeat_due
             or self._commit_notify_due
+            or self._read_states
+            or self._reads_dropped
             or self.log.unstable_from <= self.log.last_index
             or self.log.applied < self.log.commit
             or self._commit_check_due
@@ -252,6 +278,7 @@ class RaftNode(Election, Replication, Reconfiguration):
             if self.role == LEADER:
                 self._maybe_commit()
         if self.role == LEADER:  # (a leader that committed its own removal has stepped down)
+            self._send_read_round()
             self._flush_replication()
         hard_state = None
         if self._hard_state_dirty:
@@ -275,7 +302,11 @@ class RaftNode(Election, Replication, Reconfiguration):
             messages=tuple(self._outbox),
             apply_snapshot=self._snapshot_to_apply,
             committed_entries=tuple(self._take_committed()),
+            read_states=tuple(self._read_states),
+            reads_dropped=tuple(self._reads_dropped),
         )
+        self._read_states = []
+        self._reads_dropped = []
         self._outbox = []
         self._snapshot_to_persist = None
         self._snapshot_to_apply = None

@@ -23,7 +23,8 @@ SNAPSHOT = "snapshot"
 
 
 class Progress:
-    __slots__ = ("commit_sent", "inflight", "match_index", "next_index", "paused", "state")
+    __slots__ = ("commit_sent", "inflight", "match_index", "next_index", "paused", "read_ack",
+                 "recent_active", "state")
 
     def __init__(self, next_index: int) -> None:
         self.match_index = 0
@@ -34,6 +35,10 @@ class Progress:
         self.commit_sent = 0
         #: last index carried by each unacknowledged AppendEntries, oldest first (REPLICATE only)
         self.inflight: deque[int] = deque()
+        #: the newest ReadIndex round this follower has echoed in a reply of the leader's term
+        self.read_ack = 0
+        #: whether the follower replied since the last CheckQuorum check (see raft.election)
+        self.recent_active = False
 
     def become_probe(self) -> None:
         self.state = PROBE

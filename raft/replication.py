@@ -57,12 +57,15 @@ class Replication:
     _heartbeat_due: bool
     _commit_changed: bool
     _commit_notify_due: bool
+    _read_seq: int
 
     if TYPE_CHECKING:  # provided by RaftNode and Election
         def _send(self, msg: Message) -> None: ...
         def _log(self, topic: str, text: str) -> None: ...
         def _become_follower(self, term: int, leader: int | None) -> None: ...
         def _reset_election_timer(self) -> None: ...
+        def _on_read_ack(self, pr: Progress, read_ctx: int) -> None: ...
+        def _on_commit(self) -> None: ...
         def _after_commit(self, old_commit: int) -> None: ...
 
     # ------------------------------------------------------------------------------------------
@@ -82,7 +85,7 @@ class Replication:
             if skip > len(m.entries):
                 self._send(AppendEntriesReply(self.term, self.id, m.src, True,
                                               match_index=log.snapshot_index,
-                                              prev_index=m.prev_index))
+                                              prev_index=m.prev_index, read_ctx=m.read_ctx))
                 return
             entries = m.entries[skip:]
             prev_index, prev_term = log.snapshot_index, log.snapshot_term
@@ -101,7 +104,7 @@ class Replication:
                           f"{conflict_term} from index {conflict_index}")
             self._send(AppendEntriesReply(self.term, self.id, m.src, False,
                                           prev_index=m.prev_index, conflict_term=conflict_term,
-                                          conflict_index=conflict_index))
+                                          conflict_index=conflict_index, read_ctx=m.read_ctx))
             return
 
         # Find the first entry we don't already hold with the same term; truncate there.
@@ -117,7 +120,7 @@ class Replication:
                 self._log("commit", f"commit index {log.commit} -> {new_commit} (from leader)")
             log.commit = new_commit
         self._send(AppendEntriesReply(self.term, self.id, m.src, True, match_index=match,
-                                      prev_index=m.prev_index))
+                                      prev_index=m.prev_index, read_ctx=m.read_ctx))
 
     def _on_install_snapshot(self, m: InstallSnapshot) -> None:
         if self.role != FOLLOWER:
@@ -145,6 +148,9 @@ class Replication:
         pr = self.progress.get(m.src)
         if pr is None:
             return
+        pr.recent_active = True
+        if m.read_ctx:
+            self._on_read_ack(pr, m.read_ctx)
         if m.success:
             # Acknowledge before leaving PROBE: acknowledge() says whether match_index advanced, and
             # only then can the commit index move (raising match_index first hid a probe's progress).
@@ -176,7 +182,10 @@ class Replication:
         if self.role != LEADER:
             return
         pr = self.progress.get(m.src)
-        if pr is None or pr.state != SNAPSHOT:
+        if pr is None:
+            return
+        pr.recent_active = True
+        if pr.state != SNAPSHOT:
             return
         pr.acknowledge(m.match_index)
         pr.become_probe()
@@ -195,6 +204,7 @@ class Replication:
         old = self.log.commit
         self.log.commit = n
         self._commit_changed = True
+        self._on_commit()
         self._after_commit(old)
 
     def _replication_pending(self) -> bool:
@@ -256,7 +266,7 @@ class Replication:
         entries = tuple(self.log.slice(lo, hi + 1)) if hi >= lo else ()
         self.progress[peer].commit_sent = self.log.commit
         self._send(AppendEntries(self.term, self.id, peer, prev, prev_term, entries,
-                                 self.log.commit))
+                                 self.log.commit, self._read_seq))
 
     def _send_snapshot(self, peer: int, pr: Progress) -> None:
         if trace.enabled("snap"):

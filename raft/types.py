@@ -77,24 +77,35 @@ class PersistentState:
 
 @dataclass(frozen=True, slots=True)
 class RequestVote:
+    """A vote request; with ``pre_vote`` a PreVote (thesis §9.6): ``term`` is the term the candidate
+    would campaign in (its own plus one), and neither side changes its term or vote because of it."""
+
     term: int
     src: PeerId
     dst: PeerId
     last_log_index: int
     last_log_term: int
+    pre_vote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RequestVoteReply:
+    """A vote. A granted pre-vote carries the term asked for; a refusal carries the voter's term."""
+
     term: int
     src: PeerId
     dst: PeerId
     granted: bool
+    pre_vote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
-    """Replicates ``entries`` after (``prev_index``, ``prev_term``); empty ``entries`` is a heartbeat."""
+    """Replicates ``entries`` after (``prev_index``, ``prev_term``); empty ``entries`` is a heartbeat.
+
+    ``read_ctx`` is the leader's newest ReadIndex round when it sent this (0: none yet); the follower
+    echoes it, so a reply proves the follower still took the sender for leader after that round began.
+    """
 
     term: int
     src: PeerId
@@ -103,6 +114,7 @@ class AppendEntries:
     prev_term: int
     entries: tuple[Entry, ...]
     leader_commit: int
+    read_ctx: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +125,8 @@ class AppendEntriesReply:
     On rejection ``conflict_term`` / ``conflict_index`` drive fast backtracking: ``conflict_term`` is
     the term of the follower's entry at ``prev_index`` (0 when its log is too short) and
     ``conflict_index`` is the first index the follower holds for that term (or its log length + 1).
-    ``prev_index`` echoes the request so that the leader can recognise stale rejections.
+    ``prev_index`` echoes the request so that the leader can recognise stale rejections, and
+    ``read_ctx`` echoes the request's (success or not: either way the follower accepted the term).
     """
 
     term: int
@@ -124,6 +137,7 @@ class AppendEntriesReply:
     prev_index: int = 0
     conflict_term: int = 0
     conflict_index: int = 0
+    read_ctx: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +169,16 @@ Message = (
 
 
 @dataclass(frozen=True, slots=True)
+class ReadState:
+    """The answer to :meth:`raft.node.RaftNode.read_index`: serve the read ``ctx`` once the applied
+    index reaches ``index``. The state at that index reflects every write committed before the read
+    was requested (thesis §6.4)."""
+
+    index: int
+    ctx: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
     """One batch of work the core hands to its driver, to be carried out in this order:
 
@@ -166,7 +190,10 @@ class Ready:
        ``entries``; then store ``hard_state`` if it is set. One fsync covers the whole batch.
     2. send ``messages`` (only after step 1 is durable);
     3. apply: if ``apply_snapshot`` is set, restore the service from it; then apply
-       ``committed_entries`` in order (they directly follow the snapshot or the last applied entry).
+       ``committed_entries`` in order (they directly follow the snapshot or the last applied entry);
+    4. reads: serve each of ``read_states`` once the service has applied up to its ``index`` (at once
+       if it already has); answer each ctx of ``reads_dropped`` "not leader" (this peer stopped
+       leading before it could confirm its leadership for them; retry at the new leader).
     """
 
     hard_state: HardState | None = None
@@ -175,6 +202,8 @@ class Ready:
     messages: tuple[Message, ...] = ()
     committed_entries: tuple[Entry, ...] = ()
     apply_snapshot: Snapshot | None = None
+    read_states: tuple[ReadState, ...] = ()
+    reads_dropped: tuple[Any, ...] = ()
 
     def is_empty(self) -> bool:
         return not (
@@ -184,4 +213,6 @@ class Ready:
             or self.messages
             or self.committed_entries
             or self.apply_snapshot
+            or self.read_states
+            or self.reads_dropped
         )

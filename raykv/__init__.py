@@ -24,7 +24,6 @@ program, a notebook or a test needs to start or join a Ray cluster and run Raft 
 The command line is ``raykv --help`` (:mod:`raykv.cli`).
 """
 
-from actors.harness import RaftHarness
 from actors.network import FaultyNetwork
 from actors.placement import GroupPlacement, PlacementError, place_group
 from actors.replica import ReplicaSpec, replica_actor
@@ -44,6 +43,7 @@ from raykv.sharded import attach as attach_sharded
 from raykv.sharded import list_services as list_sharded
 from raykv.sharded import start as start_sharded
 from raykv.sharded_status import GroupStatus, ServiceStatus
+from raykv.testing.raft_harness import RaftHarness
 
 __all__ = [
     "DEFAULT_NAMESPACE",

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from raykv.sharded_cli import commands as sharded_commands
+from raykv.torture_cli import commands as torture_commands
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -40,6 +41,7 @@ examples:
   raykv start --name shop --groups 3  a sharded KV service on the Ray cluster ('ray start --head')
   raykv status --name shop            its configuration, leaders and moving shards
   raykv stop --name shop              stop it and delete its storage
+  raykv torture --campaigns 5         fault campaigns against a sharded service, checked like Jepsen
 
 environment:
   RAY_ADDRESS   the Ray cluster to use when --address is not given (default: start an embedded one)
@@ -222,6 +224,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("sim", "run the deterministic Raft simulator (see 'raykv sim --help')",
             _run_sim, passthrough=True, description=SIM_DESCRIPTION),
     *sharded_commands(Command),
+    *torture_commands(Command),
 )
 
 

@@ -9,7 +9,7 @@ command line::
     print(report.format())
 
 The scenario, on ``peers`` replica actors wired through one :class:`~actors.network.FaultyNetwork`
-(built by :class:`~actors.harness.RaftHarness`, the same harness as the reference Raft tests; the
+(built by :class:`~raykv.testing.raft_harness.RaftHarness`, the same harness as the reference Raft tests; the
 network is reliable and a call to a peer that is down fails within 100 ms):
 
 1. start (or connect to) Ray and the peers, and wait for a leader;
@@ -323,7 +323,7 @@ class _Demo:
     def scenario(self) -> None:
         import ray
 
-        from actors.harness import RaftHarness
+        from raykv.testing.raft_harness import RaftHarness
 
         r = self.report
         n, half = r.peers, (r.commands + 1) // 2

@@ -124,6 +124,8 @@ class ServiceInfo:
     ctrler: GroupInfo
     groups: tuple[GroupInfo, ...]
     version: int = 0
+    #: the FaultyNetwork actor every RPC goes through (``transport="network"``), else ``None``
+    network: Any = None
 
     def group(self, gid: int) -> GroupInfo | None:
         return next((g for g in self.groups if g.gid == gid), None)
@@ -200,6 +202,7 @@ def start(
     placement: str = "spread",
     address: str | None = None,
     namespace: str | None = None,
+    transport: str = "direct",
 ) -> ShardedKV:
     """Start a sharded KV service on the current Ray cluster (an embedded one if none is running;
     ``address`` to connect to one, as :func:`raykv.init_ray`): a controller of ``replicas`` replicas
@@ -211,7 +214,10 @@ def start(
     ``data_root`` if given, else the node's temporary directory) or ``"memory"``. ``placement``:
     ``"spread"`` (distinct nodes when the cluster has enough, else packed with a warning), ``"strict"``
     (fail instead of packing) or ``"pack"``. ``detached``: every actor outlives this driver (needs a
-    cluster that outlives it too: started with ``ray start``, not embedded here).
+    cluster that outlives it too: started with ``ray start``, not embedded here). ``transport``:
+    ``"direct"`` (Ray actor calls: real use) or ``"network"`` (every RPC, clerks' included, through one
+    :class:`~actors.network.FaultyNetwork` actor, ``info.network``, so that faults can be injected:
+    ``raykv torture``; not with ``detached``).
     """
     name = _check_name(name) if name is not None else f"sharded-{uuid.uuid4().hex[:6]}"
     _int_in("groups", groups, 1, MAX_GROUPS)
@@ -222,6 +228,10 @@ def start(
     _choice("placement", placement, STRATEGIES)
     if not isinstance(detached, bool):
         raise TypeError(f"detached must be a bool, got {detached!r:.60}")
+    _choice("transport", transport, ("direct", "network"))
+    if detached and transport == "network":
+        raise ValueError("transport='network' is for fault injection (raykv torture): its network actor "
+                         "lives with this driver, so it cannot be combined with detached=True")
     if data_root is not None and not isinstance(data_root, str | Path):
         raise TypeError(f"data_root must be a path, got {type(data_root).__name__}")
     cluster = init_ray(address, namespace)
@@ -236,19 +246,23 @@ def start(
         root = node_local_dir(name) if data_root is None else str(Path(data_root) / f"{name}-"
                                                                        f"{uuid.uuid4().hex[:8]}")
     made: list[GroupInfo] = []
+    network: Any = None
     try:
-        ctrler = _start_ctrler(name, replicas, nshards, storage, root, detached, placement)
+        ctrler, network = _start_ctrler(name, replicas, nshards, storage, root, detached, placement,
+                                        transport)
         made.append(ctrler)
         for gid in range(1, groups + 1):
             made.append(_start_shard_group(name, gid, ctrler, nshards, replicas, mapping, storage, root,
-                                           detached, placement))
+                                           detached, placement, network))
         info = ServiceInfo(name, ns, nshards, mapping, replicas, storage, detached, root, placement,
-                           ctrler, tuple(made[1:]), version=1)
+                           ctrler, tuple(made[1:]), version=1, network=network)
         kv = ShardedKV(info, registry)
         kv._ctrler_clerk().join({g.gid: list(g.names) for g in made[1:]}, timeout=60)
         if not ray.get(registry.put.remote(info, None), timeout=30):
             raise ServiceError(f"the registry of service {name!r} was changed while it started")
     except BaseException:
+        if network is not None:
+            ray.kill(network, no_restart=True)
         for g in reversed(made):
             _stop_group(g, keep_data=False)
         if root is not None:
@@ -291,7 +305,7 @@ def _head_node() -> str | None:
 
 
 def _start_ctrler(service: str, n: int, nshards: int, storage: str, root: str | None, detached: bool,
-                  strategy: str) -> GroupInfo:
+                  strategy: str, transport: str = "direct") -> tuple[GroupInfo, Any]:
     import shardctrler
 
     name = f"{service}-ctrler"
@@ -299,23 +313,24 @@ def _start_ctrler(service: str, n: int, nshards: int, storage: str, root: str | 
     data_dir = None if root is None else f"{root}/ctrler"
     try:
         group = shardctrler.start_group(n, nshards=nshards, storage=storage, data_dir=data_dir, name=name,
-                                        placement=placement)
+                                        placement=placement, transport=transport)
     except BaseException:
         placement.release()
         raise
     return GroupInfo(0, name, tuple(group.replicas), tuple(group.names), tuple(group.nodes), data_dir,
-                     placement)
+                     placement), group.network
 
 
 def _start_shard_group(service: str, gid: int, ctrler: GroupInfo, nshards: int, n: int, mapping: str,
-                       storage: str, root: str | None, detached: bool, strategy: str) -> GroupInfo:
+                       storage: str, root: str | None, detached: bool, strategy: str,
+                       network: Any = None) -> GroupInfo:
     import shardkv.group
 
     name = f"{service}-g{gid}"
     placement = place_group(n, name=name, strategy=strategy, detached=detached)
     data_dir = None if root is None else f"{root}/g{gid}"
     try:
-        group = shardkv.group.start_group(gid, _CtrlerView(ctrler, nshards), n, storage=storage,
+        group = shardkv.group.start_group(gid, _CtrlerView(ctrler, nshards, network), n, storage=storage,
                                           data_dir=data_dir, mapping=mapping, name=name,
                                           placement=placement)
     except BaseException:
@@ -432,8 +447,10 @@ class ShardedKV:
     # -- clients ---------------------------------------------------------------------------------
 
     def _router(self) -> Any:
-        from shardkv.endpoints import DirectRouter
+        from shardkv.endpoints import DirectRouter, NetworkRouter
 
+        if self.info.network is not None:
+            return NetworkRouter(self.info.network)
         c = self.info.ctrler
         return DirectRouter(dict(zip(c.names, c.replicas, strict=True)), self.namespace)
 
@@ -490,7 +507,7 @@ class ShardedKV:
             raise ValueError(f"group {gid} is already in service {self.name!r} (groups: {list(self.gids)})")
         info = self.info
         g = _start_shard_group(info.name, gid, info.ctrler, info.nshards, info.replicas, info.mapping,
-                               info.storage, info.data_root, info.detached, info.placement)
+                               info.storage, info.data_root, info.detached, info.placement, info.network)
         try:
             self._commit(replace(info, groups=(*info.groups, g), version=info.version + 1))
         except BaseException:
@@ -575,6 +592,9 @@ class ShardedKV:
         self._refresh(missing_ok=True)
         self._stopped = True
         left: list[str] = []
+        if self.info.network is not None:  # first: no call in flight reports the replicas' deaths
+            with suppress(RayError, ValueError):
+                ray.kill(self.info.network, no_restart=True)
         everything = (*self.info.groups, self.info.ctrler)
         for g in everything:
             left += _stop_group(g, keep_data)

@@ -13,7 +13,7 @@ configurations of a sharded KV store (which replica group serves which shard), o
 The same shape as :mod:`kvraft`: ``statemachine.py`` (pure: configurations, rebalancing, exactly
 once), ``server.py`` (the replica actor's RPC), ``clerk.py`` and ``async_clerk.py``, ``errors.py``,
 ``ops.py``, ``endpoints.py``, ``group.py``; plus ``config.py``, the :class:`Config` type and the
-key-to-shard functions that the sharded KV imports too. See the README, "Shard controller".
+key-to-shard functions that the sharded KV imports too. See docs/shardctrler.md.
 """
 
 from typing import Any

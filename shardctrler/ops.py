@@ -30,6 +30,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from actors.service_protocol import INVALID as INVALID
+from actors.service_protocol import OK as OK
+from actors.service_protocol import TIMEOUT as TIMEOUT
+from actors.service_protocol import WRONG_LEADER as WRONG_LEADER
 from shardctrler.errors import RefusedError, RefusedTypeError
 
 #: operation kinds
@@ -41,13 +45,9 @@ Op = tuple[int, Any, int, int]
 #: what one Raft log entry of the controller holds
 Batch = tuple[Op, ...]
 
-# Server replies (the first element of what ``rpc_ctrl`` returns), as in kvraft.
-OK = "ok"
-WRONG_LEADER = "wrong_leader"
-TIMEOUT = "timeout"
-#: ``("invalid", reason)``: the call is not a well-formed batch (see :func:`batch_problem`); nothing
-#: was proposed (the same answer as kvraft's)
-INVALID = "invalid"
+# Server replies (the first element of what ``rpc_ctrl`` returns): the codes every service shares
+# (:mod:`actors.service_protocol`). ``("invalid", reason)``: the call is not a well-formed batch (see
+# :func:`batch_problem`); nothing was proposed.
 
 # Refusal codes.
 ERR_BAD_REQUEST = "bad_request"  # wrong types or shape

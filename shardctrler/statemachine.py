@@ -1,8 +1,8 @@
 """The controller's state machine: numbered configurations, Join / Leave / Move / Query, exactly once.
 
-State: ``configs`` (config 0 .. latest; only ever appended) and the *dedup table* ``sessions``
-(client id -> the highest ``seq`` applied for that client, and the results of that client's writes in
-its last batch).
+State: ``configs`` (config 0 .. latest; only ever appended), the *dedup table* ``sessions`` (a
+:class:`~actors.sessions.SessionTable`: client id -> ``[highest seq applied, log time of its last
+request, {seq: result} of its writes in its last batch]``) and the log clock ``clock``.
 
 Rebalancing (:func:`rebalance`, after every Join and Leave). With ``n`` shards and ``k`` groups, every
 group ends with ``n // k`` or ``n // k + 1`` shards (so no group has more than one shard above
@@ -27,6 +27,12 @@ applied; by then the clerk has stopped waiting for them (it sends a batch only a
 one was answered), and any copy of an older batch that commits late gets :data:`ERR_STALE`. Queries
 are not remembered: a duplicate Query reads again, inside the call that waits for it.
 
+Sessions expire through the log, as in kvraft (:mod:`actors.sessions`): a stamped entry advances the
+log clock and forgets every client idle for longer than the TTL before its batch is applied; an
+operation of a client the table does not know is refused with a
+:class:`~actors.sessions.SessionExpired` result unless it is the client's first (``seq == 1``) or the
+table has never forgotten anybody.
+
 Invariants: ``apply`` is deterministic and never raises on what a client sent (bad requests become
 :class:`~shardctrler.ops.Refusal` results and leave the configurations unchanged); a batch is applied
 atomically; ``snapshot()`` / ``restore()`` round-trip the whole state, dedup table included.
@@ -38,6 +44,7 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
+from actors.sessions import LogClock, SessionExpired, SessionTable, unstamp
 from shardctrler.config import NSHARDS, Config, _check_nshards
 from shardctrler.errors import RefusedError
 from shardctrler.ops import (
@@ -99,22 +106,29 @@ class CtrlerStateMachine:
         self.nshards = _check_nshards(nshards)
         self.maxraftstate = maxraftstate
         self.configs: list[Config] = [Config.initial(nshards)]
-        self.sessions: dict[int, tuple[int, dict[int, Any]]] = {}
+        self.sessions = SessionTable()
+        self.clock = LogClock()
         self.last_applied = 0
         self.applied_ops = 0
         self.duplicates = 0
         self.refused = 0
+        self.expired_refused = 0  # operations refused because their session had expired
         self._asked_at_size = -1
 
     # -- StateMachine protocol -------------------------------------------------------------------
 
     def apply(self, index: int, command: Any) -> list[Any] | None:
-        """Apply one log entry (a :data:`~shardctrler.ops.Batch`, or ``None`` for a no-op).
+        """Apply one log entry (a :data:`~shardctrler.ops.Batch`, or ``None`` for a no-op; either may be
+        stamped with the log time, see :mod:`actors.sessions`).
 
         Returns one result per operation: the new config number for a Join, Leave or Move, a
-        :class:`Config` for a Query, or a :class:`~shardctrler.ops.Refusal`.
+        :class:`Config` for a Query, a :class:`~shardctrler.ops.Refusal`, or
+        :class:`~actors.sessions.SessionExpired` for an operation of an expired session.
         """
         self.last_applied = index
+        time_ms, ttl, command = unstamp(command)
+        if self.clock.advance(time_ms, ttl):
+            self.sessions.expire(self.clock.now_ms, ttl)
         if command is None:
             return None
         if not isinstance(command, (tuple, list)):
@@ -139,7 +153,16 @@ class CtrlerStateMachine:
             self.refused += 1
             return Refusal(ERR_BAD_REQUEST, f"client id and seq must be ints (seq >= 1), got {client!r:.40}, "
                                             f"{seq!r:.40}")
-        last, done = self.sessions.get(client, (0, {}))
+        sessions = self.sessions
+        session = sessions.get(client)
+        if session is None:
+            if sessions.refuses(client, seq):
+                self.expired_refused += 1
+                return SessionExpired(client, seq)
+            last, done = 0, {}
+        else:
+            sessions.touch(client, session, self.clock.now_ms)
+            last, done = session[0], session[2]
         if seq <= last and kind != QUERY:
             self.duplicates += 1
             return done.get(seq, Refusal(ERR_STALE, f"operation {seq} of client {client} was superseded by "
@@ -158,7 +181,9 @@ class CtrlerStateMachine:
                 done = {}
             if kind != QUERY:
                 done[seq] = result
-            self.sessions[client] = (seq, done)
+            if session is None:
+                session = sessions.open(client, self.clock.now_ms, done)
+            session[0], session[2] = seq, done
         return result
 
     def _query(self, num: int) -> Config:
@@ -205,17 +230,24 @@ class CtrlerStateMachine:
         return cur.num + 1
 
     def snapshot(self) -> bytes:
-        """The whole state after the last applied entry: configurations and dedup table."""
-        return pickle.dumps((self.nshards, self.configs, self.sessions), protocol=_PICKLE_PROTOCOL)
+        """The whole state after the last applied entry: configurations, dedup table (with times) and
+        log clock."""
+        return pickle.dumps((self.nshards, self.configs, self.sessions, self.clock.now_ms, self.clock.ttl_ms),
+                            protocol=_PICKLE_PROTOCOL)
 
     def restore(self, data: bytes, index: int) -> None:
-        """Replace the whole state with a snapshot covering the log up to ``index``."""
-        nshards, configs, sessions = pickle.loads(data)
+        """Replace the whole state with a snapshot covering the log up to ``index`` (also one written
+        before sessions expired, whose table was ``{client: (seq, results)}``)."""
+        state = pickle.loads(data)
+        nshards, configs, sessions = state[:3]
+        if isinstance(sessions, dict):
+            sessions = SessionTable((c, [seq, 0, done]) for c, (seq, done) in sessions.items())
+        clock = LogClock(*state[3:5]) if len(state) == 5 else LogClock()
         if nshards != self.nshards:
             raise ValueError(f"snapshot at index {index} is of a controller with {nshards} shards, but this "
                              f"replica was started with nshards={self.nshards}: start it with the same "
                              "nshards as the rest of its group")
-        self.configs, self.sessions = configs, sessions
+        self.configs, self.sessions, self.clock = configs, sessions, clock
         self.last_applied = index
 
     def should_snapshot(self, applied_index: int, raft_state_size: int) -> bool:
@@ -238,6 +270,9 @@ class CtrlerStateMachine:
             "latest": self.configs[-1].num,
             "groups": len(self.configs[-1].groups),
             "clients": len(self.sessions),
+            "sessions_expired": self.sessions.expired,
+            "expired_refused": self.expired_refused,
+            "log_time_ms": self.clock.now_ms,
             "last_applied": self.last_applied,
             "applied_ops": self.applied_ops,
             "duplicates": self.duplicates,

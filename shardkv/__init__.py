@@ -15,7 +15,7 @@ space, follow the shard controller's configurations one at a time, move shards b
 The same shape as :mod:`kvraft` and :mod:`shardctrler`: ``statemachine.py`` (pure: shards, their
 statuses, configurations, migration and garbage collection), ``server.py`` (the replica actor's RPCs
 and the leader's background work), ``clerk.py`` and ``async_clerk.py``, ``errors.py``, ``ops.py``,
-``endpoints.py`` (reaching servers by name), ``group.py``. See the README, "Sharded KV".
+``endpoints.py`` (reaching servers by name), ``group.py``. See docs/sharded-kv.md.
 """
 
 from typing import Any

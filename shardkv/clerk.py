@@ -22,7 +22,6 @@ owner has installed the shard. Operations on shards that are not moving are not 
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from typing import Any
@@ -30,6 +29,9 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 
+from actors.service_clerk import ClerkBase
+from actors.service_protocol import NO_ANSWER, check_timeout, new_client_id, next_server
+from actors.service_protocol import outcome as group_outcome
 from shardctrler.clerk import Clerk as CtrlerClerk
 from shardctrler.config import Config
 from shardctrler.errors import CtrlerTimeoutError
@@ -44,8 +46,6 @@ from shardkv.ops import (
     INVALID,
     OK,
     PUT,
-    TIMEOUT,
-    WRONG_LEADER,
     Op,
     OpError,
     check_key,
@@ -60,14 +60,8 @@ DEFAULT_ATTEMPT_TIMEOUT_S = 1.0
 DEFAULT_RETRY_PAUSE_S = 0.1
 
 
-def new_client_id() -> int:
-    """A random 62-bit client id (collisions are as unlikely as for a UUID's random half)."""
-    return random.SystemRandom().getrandbits(62)
-
-
-def check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be > 0 (or None to retry forever), got {timeout}")
+__all__ = ["DEFAULT_ATTEMPT_TIMEOUT_S", "DEFAULT_RETRY_PAUSE_S", "Clerk", "ClerkCore", "check_timeout",
+           "is_wrong_group", "new_client_id", "outcome"]
 
 
 def is_wrong_group(result: Any) -> bool:
@@ -76,21 +70,16 @@ def is_wrong_group(result: Any) -> bool:
 
 def outcome(reply: Any) -> str:
     """A short description of a failed attempt, for error messages."""
-    if reply is None:
-        return "the call failed (dropped, cut off, or the server is down)"
-    if reply == "no answer":
+    if reply == NO_ANSWER:
         return "no answer in time"
-    if reply[0] == WRONG_LEADER:
-        return f"wrong leader (hint: {reply[1]})"
-    if reply[0] == TIMEOUT:
-        return "the server timed out waiting for the entry to commit"
-    if reply[0] == OK:
+    if reply is not None and reply[0] == OK:
         return "wrong group"
-    return str(reply[0])
+    return group_outcome(reply)
 
 
-class ClerkCore:
-    """What both clerks share: identity, sequence numbers, input checks, the key mapping, the cached
+class ClerkCore(ClerkBase):
+    """What both clerks share: identity, sequence numbers and retry options (the shared
+    :class:`actors.service_clerk.ClerkBase`), input checks, the key mapping, the cached
     configuration and per-group leader memory.
 
     ``router`` reaches servers by name (:mod:`shardkv.endpoints`); ``ctrlers`` are the controller's
@@ -110,20 +99,13 @@ class ClerkCore:
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         client_id: int | None = None,
     ) -> None:
-        if not attempt_timeout > 0:
-            raise ValueError(f"attempt_timeout must be > 0, got {attempt_timeout}")
-        if retry_pause < 0:
-            raise ValueError(f"retry_pause must be >= 0, got {retry_pause}")
+        super().__init__(attempt_timeout=attempt_timeout, retry_pause=retry_pause, client_id=client_id)
         self.key2shard = mapping_function(mapping)
         self.mapping = mapping
         self.router = router
         self.ctrler_endpoints = CtrlerEndpoints(router, tuple(ctrlers))
-        self.attempt_timeout = attempt_timeout
-        self.retry_pause = retry_pause
         self.max_value_bytes = max_value_bytes
         self.max_key_bytes = max_key_bytes
-        self.client_id = new_client_id() if client_id is None else client_id
-        self.seq = 0
         #: the latest configuration this clerk has seen (``None`` before the first query)
         self.config: Config | None = None
         #: per gid, the index of the server that answered last
@@ -133,8 +115,7 @@ class ClerkCore:
         check_key(key, self.max_key_bytes)
         if kind != GET:
             check_value(value, self.max_value_bytes)
-        self.seq += 1
-        return (kind, key, value, self.client_id, self.seq, self.key2shard(key, nshards))
+        return (kind, key, value, self.client_id, self.next_seq(), self.key2shard(key, nshards))
 
     def servers_for(self, shard: int) -> tuple[int, tuple[str, ...]]:
         """The gid owning ``shard`` in the cached configuration, and its servers (empty if none)."""
@@ -144,11 +125,7 @@ class ClerkCore:
 
     def next_server(self, gid: int, i: int, n: int, reply: Any) -> int:
         """The server to try after server ``i`` of group ``gid`` answered ``reply`` (not ok)."""
-        if isinstance(reply, tuple) and reply[0] == WRONG_LEADER:
-            hint = reply[1]
-            if isinstance(hint, int) and 0 <= hint < n and hint != i:
-                return hint
-        return (i + 1) % n
+        return next_server(i, n, reply)
 
     def update_config(self, config: Config) -> None:
         if self.config is None or config.num > self.config.num:
@@ -265,7 +242,7 @@ class Clerk(ClerkCore):
             ref = self.router.submit(server, "kv", (ops,))
             value = ray.get(ref, timeout=wait)
         except GetTimeoutError:
-            return "no answer"
+            return NO_ANSWER
         except (RayError, ValueError):  # a dead actor, an unknown name
             return None
         return self.router.unpack("kv", value)

@@ -34,6 +34,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from actors.service_protocol import INVALID as INVALID
+from actors.service_protocol import OK as OK
+from actors.service_protocol import TIMEOUT as TIMEOUT
+from actors.service_protocol import WRONG_LEADER as WRONG_LEADER
+
 __all__ = [
     "APPEND",
     "CLIENT",
@@ -71,10 +76,8 @@ DEFAULT_MAX_VALUE_BYTES = 1 << 20
 #: default largest key a clerk accepts, in UTF-8 bytes
 DEFAULT_MAX_KEY_BYTES = 1 << 16
 
-# Server replies (the first element of what an RPC returns), as in kvraft.
-OK = "ok"
-WRONG_LEADER = "wrong_leader"
-TIMEOUT = "timeout"
+# Server replies (the first element of what an RPC returns): the codes every service shares
+# (:mod:`actors.service_protocol`), plus ``NOT_READY`` below.
 
 #: log command tags (small ints: they are pickled into every entry)
 CLIENT, CONFIG, INSTALL, DELETE, GC_DONE = 1, 2, 3, 4, 5
@@ -88,8 +91,6 @@ Batch = tuple[Op, ...]
 
 #: reply of a pull or delete RPC that the other group cannot answer yet
 NOT_READY = "not_ready"
-#: reply to a call whose arguments are malformed (checked before anything is proposed)
-INVALID = "invalid"
 
 # OpError codes.
 ERR_WRONG_GROUP = "wrong_group"  # this group does not serve the shard now (not owned, or not arrived)

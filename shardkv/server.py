@@ -1,7 +1,7 @@
 """A shard group's server: a :class:`~actors.replica.ReplicaActor` hosting a
 :class:`~shardkv.statemachine.ShardKVStateMachine`, answering clerks and other groups, and following
-the controller. The same RPC → proposal → answer-when-applied shape as :mod:`kvraft.server` (the
-waiter logic is the same, written again here so that services do not import each other).
+the controller. The same RPC → proposal → answer-when-applied shape as :mod:`kvraft.server`: the
+waiting is the shared server core, :class:`actors.service_server.ServiceReplica`.
 
 RPCs (each returns ``None`` when this peer is down):
 
@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import ray
-
-from actors.replica import ReplicaActor, ReplicaSpec
+from actors.replica import ReplicaSpec
+from actors.service_protocol import next_server
+from actors.service_server import DEFAULT_SERVER_WAIT_S, ServiceReplica, service_replica_actor
 from shardctrler.async_clerk import AsyncClerk as CtrlerAsyncClerk
 from shardkv.endpoints import CtrlerEndpoints, DirectRouter, NetworkRouter
 from shardkv.ops import (
@@ -61,7 +60,6 @@ from shardkv.ops import (
     INVALID,
     NOT_READY,
     OK,
-    TIMEOUT,
     WRONG_GROUP,
     WRONG_LEADER,
     Batch,
@@ -73,11 +71,9 @@ from shardkv.statemachine import ARRIVING, GC_PENDING, LEAVING, ShardKVStateMach
 
 log = logging.getLogger("raykv.shardkv")
 
-#: what a waiter's future holds when its entry was lost (another leader's entry took the index)
-_LOST = object()
+__all__ = ["DEFAULT_PEER_TIMEOUT_S", "DEFAULT_POLL_S", "DEFAULT_SERVER_WAIT_S", "ShardKVReplica",
+           "make_router", "shardkv_replica_actor"]
 
-#: default for how long the server waits for a proposal to be applied before answering "timeout"
-DEFAULT_SERVER_WAIT_S = 2.0
 #: default period of the leader's background work (the reference polls the controller every 100 ms)
 DEFAULT_POLL_S = 0.1
 #: default deadline of one call to another group or to the controller
@@ -94,7 +90,7 @@ def make_router(routing: tuple, prefix: str) -> NetworkRouter | DirectRouter:
     raise ValueError(f"unknown routing {routing[0]!r}: expected 'network' or 'direct'")
 
 
-class ShardKVReplica(ReplicaActor):
+class ShardKVReplica(ServiceReplica):
     """A Raft peer of shard group ``spec.extra["gid"]``. Create it with :func:`shardkv_replica_actor`.
 
     ``spec.extra``: ``gid``; ``ctrlers`` (the controller's server names); ``routing`` (see
@@ -107,11 +103,8 @@ class ShardKVReplica(ReplicaActor):
         self.gid = int(extra["gid"])
         self._ctrler_names = tuple(extra["ctrlers"])
         self._routing = tuple(extra["routing"])
-        self._wait_s = float(extra.get("server_wait_s", DEFAULT_SERVER_WAIT_S))
         self._poll_s = float(extra.get("poll_s", DEFAULT_POLL_S))
         self._peer_timeout_s = float(extra.get("peer_timeout_s", DEFAULT_PEER_TIMEOUT_S))
-        self._waiters: dict[int, asyncio.Future[Any]] = {}
-        self._waiter_term = -1
         self._noop_term = -1
         self._jobs: dict[Any, asyncio.Task] = {}
         self._router: NetworkRouter | DirectRouter | None = None
@@ -136,7 +129,6 @@ class ShardKVReplica(ReplicaActor):
         self._spawn(self._background(incarnation))
 
     async def crash(self) -> None:
-        self._fail_waiters()
         ctrl, self._ctrl = self._ctrl, None
         await super().crash()
         if ctrl is not None:
@@ -170,10 +162,7 @@ class ShardKVReplica(ReplicaActor):
 
     async def kv(self, data: bytes) -> bytes | None:
         """``rpc_kv`` for clerks that call the actor directly, with the batch and the answer pickled."""
-        if self.core is None:
-            return None
-        reply = await self.rpc_kv(pickle.loads(data))
-        return None if reply is None else pickle.dumps(reply, protocol=5)
+        return await self._serve_pickled(data, self.rpc_kv)
 
     async def rpc_pull(self, num: int, shards: tuple[int, ...]) -> tuple[str, Any] | None:
         """Copies of ``shards`` for their new owner in configuration ``num`` (any replica)."""
@@ -208,60 +197,12 @@ class ShardKVReplica(ReplicaActor):
             return OK, None
         return reply
 
-    # -- proposals and waiters -------------------------------------------------------------------
-
-    async def _propose_wait(self, command: Any) -> tuple[str, Any] | None:
-        """Propose ``command`` and wait for it to be applied: ``(ok, result)``, ``(wrong_leader,
-        hint)``, ``(timeout, None)``, or ``None`` if this peer is down."""
-        core = self.core
-        if core is None:
-            return None
-        index, term, is_leader = core.propose(command)
-        if not is_leader:
-            return WRONG_LEADER, core.leader_id
-        if term != self._waiter_term:
-            self._fail_waiters()
-            self._waiter_term = term
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiters[index] = fut
-        self._schedule_flush()
-        try:
-            result = await asyncio.wait_for(fut, self._wait_s)
-        except asyncio.TimeoutError:
-            if self._waiters.get(index) is fut:
-                del self._waiters[index]
-            return TIMEOUT, None
-        if result is _LOST:
-            core = self.core
-            return WRONG_LEADER, (core.leader_id if core is not None else None)
-        return OK, result
+    # -- applied entries ------------------------------------------------------------------------
 
     def _on_applied(self, index: int, term: int, command: Any, result: Any) -> None:
         if isinstance(command, tuple) and command and command[0] != CLIENT:
             self._record(command, result)
-        fut = self._waiters.pop(index, None)
-        if fut is not None and not fut.done():
-            fut.set_result(result if term == self._waiter_term else _LOST)
-
-    def _on_snapshot_restored(self, index: int) -> None:
-        for i in [i for i in self._waiters if i <= index]:
-            fut = self._waiters.pop(i)
-            if not fut.done():
-                fut.set_result(_LOST)
-
-    def _drain(self, reply_to: int | None = None) -> list:
-        replies = super()._drain(reply_to)
-        if self._waiters:
-            core = self.core
-            if core is None or not core.is_leader or core.term != self._waiter_term:
-                self._fail_waiters()
-        return replies
-
-    def _fail_waiters(self) -> None:
-        waiters, self._waiters = self._waiters, {}
-        for fut in waiters.values():
-            if not fut.done():
-                fut.set_result(_LOST)
+        super()._on_applied(index, term, command, result)
 
     # -- background work (leader only) -----------------------------------------------------------
 
@@ -353,8 +294,7 @@ class ShardKVReplica(ReplicaActor):
             if isinstance(reply, tuple) and reply[0] == OK:
                 self._peer_leader[peer] = i
                 return reply
-            hint = reply[1] if isinstance(reply, tuple) and reply[0] == WRONG_LEADER else None
-            i = hint if isinstance(hint, int) and 0 <= hint < n and hint != i else (i + 1) % n
+            i = next_server(i, n, reply)
         return reply
 
     def _record(self, command: tuple, result: Any) -> None:
@@ -400,5 +340,4 @@ def shardkv_replica_actor(max_concurrency: int = 1000, **options: Any) -> Any:
 
     ``options`` are passed to ``ray.remote`` (e.g. ``scheduling_strategy``, ``name``).
     """
-    return ray.remote(num_cpus=0, max_concurrency=max_concurrency, max_restarts=0,
-                      max_task_retries=0, **options)(ShardKVReplica)
+    return service_replica_actor(ShardKVReplica, max_concurrency, **options)

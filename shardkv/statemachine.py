@@ -39,6 +39,22 @@ takes the shard away (and then travels in the table), or is refused with wrong-g
 duplicate Get reads again, as in kvraft (the entry is applied inside the waiting call), so the tables
 keep numbers only, no results.
 
+**Sessions expire through the log, shard by shard.** Each shard's table is a
+:class:`~actors.sessions.SessionTable` (client id -> highest ``seq`` and the log time of the client's
+last request on that shard). A stamped entry (see :mod:`actors.sessions`) advances the group's log
+clock and then expires the tables of the shards the group *serves* (``serving``, ``gc_pending``); the
+tables of ``leaving`` and ``held`` shards are frozen like their data (so every replica exports the same
+copy) and expire again once a group serves them. A table moves with its shard, times included: the
+receiving group lowers every time above its own log clock to it and keeps the table ordered
+(:meth:`~actors.sessions.SessionTable.installed`), all inside the ``INSTALL`` entry, so the expiry stays
+a decision of each group's log, the same on every replica of that group. Whether the table has ever
+forgotten a session (``forgot``) travels with it, so the refusal rule survives the move: an operation of
+a client the shard's table does not know is refused with :class:`~actors.sessions.SessionExpired`
+unless it is the client's first on that shard (``seq == 1``: the clerks number operations per shard) or
+the table has never forgotten anybody. (Clocks of different groups differ only by their skew: a table
+arriving from a group whose clock is behind makes its sessions look idle for longer than they were,
+which can only expire them early, never make a duplicate.)
+
 Invariants: :meth:`apply` never raises on anything in the log (a bad command or operation gets an
 :class:`~shardkv.ops.OpError` result and changes nothing); the same snapshot and the same entries give
 the same state and results on every replica; :meth:`snapshot` / :meth:`restore` round-trip all of it.
@@ -51,6 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.sessions import LogClock, SessionExpired, SessionTable, unstamp
 from shardctrler.config import NSHARDS, Config, key2shard, key2shard_reference
 from shardkv.ops import (
     APPEND,
@@ -70,7 +87,7 @@ from shardkv.ops import (
 )
 
 _PICKLE_PROTOCOL = 5
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2  # 2: session tables with times, and the log clock
 
 SERVING, ARRIVING, GC_PENDING, LEAVING, HELD = "serving", "arriving", "gc_pending", "leaving", "held"
 #: statuses whose shards answer client operations
@@ -94,12 +111,13 @@ def mapping_function(mapping: str) -> Callable[[str, int], int]:
 @dataclass(slots=True)
 class Shard:
     """One shard held by the group: ``status`` (see the module docstring), ``data`` (key -> value),
-    ``dedup`` (client id -> highest seq applied on this shard) and ``peer`` (the gid the shard comes
-    from while arriving / gc_pending, or goes to while leaving; 0 otherwise)."""
+    ``dedup`` (the shard's session table: client id -> highest seq applied on this shard and the log
+    time of its last request there) and ``peer`` (the gid the shard comes from while arriving /
+    gc_pending, or goes to while leaving; 0 otherwise)."""
 
     status: str
     data: dict[str, str] = field(default_factory=dict)
-    dedup: dict[int, int] = field(default_factory=dict)
+    dedup: SessionTable = field(default_factory=SessionTable)
     peer: int = 0
 
     def resident_bytes(self) -> int:
@@ -130,9 +148,11 @@ class ShardKVStateMachine:
         self.holders: list[int] = [0] * nshards
         #: the servers of every group that holds a shard (so a group that left can still be reached)
         self.addresses: dict[int, tuple[str, ...]] = {}
+        self.clock = LogClock()
         self.last_applied = 0
         self.applied_ops = 0
         self.duplicates = 0
+        self.expired_refused = 0  # operations refused because their session had expired
         self._asked_at_size = -1
 
     @property
@@ -142,8 +162,15 @@ class ShardKVStateMachine:
     # -- StateMachine protocol -------------------------------------------------------------------
 
     def apply(self, index: int, command: Any) -> Any:
-        """Apply one log entry (see :mod:`shardkv.ops` for the forms). Never raises."""
+        """Apply one log entry (see :mod:`shardkv.ops` for the forms; any may be stamped with the log
+        time, see :mod:`actors.sessions`). Never raises."""
         self.last_applied = index
+        time_ms, ttl, command = unstamp(command)
+        if self.clock.advance(time_ms, ttl):
+            now = self.clock.now_ms
+            for sh in self.shards.values():
+                if sh.status in READY:
+                    sh.dedup.expire(now, ttl)
         if command is None:
             return None
         if not isinstance(command, tuple) or not command:
@@ -164,15 +191,26 @@ class ShardKVStateMachine:
     def snapshot(self) -> bytes:
         shards = {s: (sh.status, sh.data, sh.dedup, sh.peer) for s, sh in self.shards.items()}
         return pickle.dumps((_SNAPSHOT_VERSION, self.config, self.prev, self.holders, self.addresses,
-                             shards), protocol=_PICKLE_PROTOCOL)
+                             shards, self.clock.now_ms, self.clock.ttl_ms), protocol=_PICKLE_PROTOCOL)
 
     def restore(self, data: bytes, index: int) -> None:
-        version, config, prev, holders, addresses, shards = pickle.loads(data)
-        if version != _SNAPSHOT_VERSION:
+        """Replace the whole state with a snapshot (also one of format 1, written before sessions
+        expired: its tables become sessions active at time 0)."""
+        state = pickle.loads(data)
+        version = state[0]
+        if version == 1:
+            config, prev, holders, addresses, shards = state[1:]
+            shards = {s: (st, d, SessionTable.from_seqs(dd, 0), p) for s, (st, d, dd, p) in shards.items()}
+            clock = LogClock()
+        elif version == _SNAPSHOT_VERSION:
+            config, prev, holders, addresses, shards, now_ms, ttl = state[1:]
+            clock = LogClock(now_ms, ttl)
+        else:
             raise ValueError(f"snapshot format {version} is not {_SNAPSHOT_VERSION}: written by another "
                              "version of shardkv")
         self.config, self.prev, self.holders, self.addresses = config, prev, holders, addresses
         self.shards = {s: Shard(*v) for s, v in shards.items()}
+        self.clock = clock
         self.last_applied = index
 
     def should_snapshot(self, applied_index: int, raft_state_size: int) -> bool:
@@ -208,15 +246,24 @@ class ShardKVStateMachine:
         sh = self.shards.get(shard)
         if sh is None or sh.status not in READY:
             return WRONG_GROUP
+        table, now = sh.dedup, self.clock.now_ms
+        session = table.get(client)
+        if session is None:
+            if table.refuses(client, seq):
+                self.expired_refused += 1
+                return SessionExpired(client, seq)
+            session = table.open(client, now)
+        else:
+            table.touch(client, session, now)
         self.applied_ops += 1
         if kind == GET:
-            if seq > sh.dedup.get(client, 0):
-                sh.dedup[client] = seq
+            if seq > session[0]:
+                session[0] = seq
             return sh.data.get(key, "")
-        if seq <= sh.dedup.get(client, 0):
+        if seq <= session[0]:
             self.duplicates += 1
             return None
-        sh.dedup[client] = seq
+        session[0] = seq
         if kind == PUT:
             sh.data[key] = value
         elif kind == APPEND:
@@ -273,20 +320,24 @@ class ShardKVStateMachine:
 
     def _apply_install(self, num: Any, payload: Any) -> tuple[int, ...]:
         """Install pulled shards for configuration ``num``: each one still arriving becomes
-        ``gc_pending`` (and is served at once). Returns the shards installed (a late duplicate
-        installs nothing)."""
+        ``gc_pending`` (and is served at once), its session table brought under this group's clock
+        (:meth:`~actors.sessions.SessionTable.installed`). Returns the shards installed (a late
+        duplicate installs nothing). A table may also come in the old form ``{client: seq}``."""
         if not isinstance(payload, tuple) or not all(
-                isinstance(p, tuple) and len(p) == 3 and isinstance(p[1], dict) and isinstance(p[2], dict)
-                for p in payload):
+                isinstance(p, tuple) and len(p) == 3 and isinstance(p[1], dict)
+                and isinstance(p[2], (dict, SessionTable)) for p in payload):
             raise _BadCommand(f"INSTALL carries ((shard, data, dedup), ...), got {payload!r:.120}")
         self._shard_list(tuple(p[0] for p in payload))
         if num != self.config.num:
             return ()
         done = []
+        now = self.clock.now_ms
         for s, data, dedup in payload:
             sh = self.shards.get(s)
             if sh is not None and sh.status == ARRIVING:
-                sh.data, sh.dedup, sh.status = dict(data), dict(dedup), GC_PENDING
+                table = (dedup.installed(now) if isinstance(dedup, SessionTable)
+                         else SessionTable.from_seqs(dedup, now))
+                sh.data, sh.dedup, sh.status = dict(data), table, GC_PENDING
                 done.append(s)
         return tuple(done)
 
@@ -327,7 +378,7 @@ class ShardKVStateMachine:
                 out.setdefault(sh.peer, []).append(s)
         return out
 
-    def export(self, num: int, shards: tuple[int, ...]) -> tuple[tuple[int, dict[str, str], dict[int, int]],
+    def export(self, num: int, shards: tuple[int, ...]) -> tuple[tuple[int, dict[str, str], SessionTable],
                                                                  ...] | None:
         """Copies of the data and dedup tables of ``shards`` for a group pulling them in configuration
         ``num``; ``None`` unless this group is in ``num`` with every one of them leaving (their data is
@@ -339,7 +390,7 @@ class ShardKVStateMachine:
             sh = self.shards.get(s)
             if sh is None or sh.status != LEAVING:
                 return None
-            out.append((s, dict(sh.data), dict(sh.dedup)))
+            out.append((s, dict(sh.data), sh.dedup.copy()))
         return tuple(out)
 
     def status(self) -> dict[str, Any]:
@@ -361,6 +412,10 @@ class ShardKVStateMachine:
             "last_applied": self.last_applied,
             "applied_ops": self.applied_ops,
             "duplicates": self.duplicates,
+            "sessions": sum(len(sh.dedup) for sh in self.shards.values()),
+            "sessions_expired": sum(sh.dedup.expired for sh in self.shards.values()),
+            "expired_refused": self.expired_refused,
+            "log_time_ms": self.clock.now_ms,
         }
 
 

@@ -14,7 +14,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--plant", default=None, metavar="FAULT[,FAULT...]",
         help="switch on deliberately broken rules in every peer the Ray harnesses start, to prove "
              "that the tests catch them (sets RAYKV_PLANT; names: raft.sim.config.FAULTS and "
-             "actors.kv_harness.KV_FAULTS)")
+             "raykv.testing.kv_harness.KV_FAULTS)")
 
 
 #: the environment variable the harnesses read (``actors.ledger.PLANT_ENV``; not imported here, so
@@ -28,9 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[PLANT_ENV] = plant
     if not os.environ.get(PLANT_ENV, "").strip():
         return
-    from actors.kv_harness import KV_FAULTS
     from actors.ledger import planted_from_env
     from raft.sim.config import FAULTS
+    from raykv.testing.kv_harness import KV_FAULTS
 
     unknown = planted_from_env() - FAULTS - KV_FAULTS
     if unknown:
@@ -62,8 +62,8 @@ def ray_session() -> Iterator[None]:
 
 @pytest.fixture
 def raft_harness(ray_session: None) -> Iterator[Callable[..., Any]]:
-    """Factory for :class:`actors.harness.RaftHarness`; checks and kills every harness it made."""
-    from actors.harness import RaftHarness
+    """Factory for :class:`raykv.testing.raft_harness.RaftHarness`; checks and kills every harness it made."""
+    from raykv.testing.raft_harness import RaftHarness
 
     made: list[RaftHarness] = []
 

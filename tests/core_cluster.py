@@ -10,7 +10,17 @@ import random
 from collections import deque
 from typing import Any
 
-from raft import Entry, HardState, Message, PersistentState, RaftConfig, RaftNode, Ready, Snapshot
+from raft import (
+    Entry,
+    HardState,
+    Message,
+    PersistentState,
+    RaftConfig,
+    RaftNode,
+    ReadState,
+    Ready,
+    Snapshot,
+)
 
 
 class CoreCluster:
@@ -21,6 +31,9 @@ class CoreCluster:
         self.saved: dict[int, PersistentState] = {i: PersistentState() for i in self.ids}
         self.nodes: dict[int, RaftNode] = {i: self._make(i) for i in self.ids}
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
+        #: ReadIndex answers and dropped reads each peer handed out (Ready.read_states / reads_dropped)
+        self.reads: dict[int, list[ReadState]] = {i: [] for i in self.ids}
+        self.reads_dropped: dict[int, list[Any]] = {i: [] for i in self.ids}
         self.cut: set[int] = set()
         self.queue: deque[Message] = deque()
         self.dropped: list[Message] = []
@@ -54,6 +67,8 @@ class CoreCluster:
             if rd.apply_snapshot is not None:
                 self.applied[i] = [Entry(0, k, None) for k in range(1, rd.apply_snapshot.index + 1)]
             self.applied[i].extend(rd.committed_entries)
+            self.reads[i].extend(rd.read_states)
+            self.reads_dropped[i].extend(rd.reads_dropped)
 
     def deliver_all(self, limit: int = 100_000) -> None:
         for i in self.ids:

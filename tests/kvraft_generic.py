@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from actors.kv_harness import ELECTION_TIMEOUT_S, KVHarness
 from kvraft.clerk import Clerk
 from linearizability import KVModel, Recorder, Verdict, check, write_html
+from raykv.testing.kv_harness import ELECTION_TIMEOUT_S, KVHarness
 
 #: deadline of one clerk operation in the tests (the reference retries forever)
 OP_TIMEOUT_S = 30.0

@@ -25,6 +25,7 @@ import pytest
 from actors.files import LockBusy
 from actors.network import StaleIncarnationError
 from actors.placement import PlacementError
+from actors.sessions import SessionExpiredError
 from actors.storage import (
     StorageClosedError,
     StorageCorruptionError,
@@ -86,6 +87,7 @@ SAMPLES: dict[type[BaseException], BaseException] = {
     ServiceError: ServiceError("service 'demo' could not be started: no Ray cluster"),
     ServiceExistsError: ServiceExistsError("a service named 'demo' already runs in namespace 'raykv'"),
     ServiceNotFoundError: ServiceNotFoundError("no service named 'demo' in namespace 'raykv'"),
+    SessionExpiredError: SessionExpiredError("kvraft", "append('k')", 4242, 17, maybe_applied=False),
 }
 
 #: the fields each class promises (besides args and the message)
@@ -104,6 +106,7 @@ FIELDS: dict[type[BaseException], tuple[str, ...]] = {
     CtrlerTimeoutError: ("operation", "timeout", "servers", "last"),
     ShardKVTimeoutError: ("operation", "timeout", "shard", "config", "servers", "last"),
     ShardKVRequestError: ("operation", "code", "message"),
+    SessionExpiredError: ("service", "operation", "client_id", "seq", "maybe_applied"),
 }
 
 

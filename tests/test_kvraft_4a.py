@@ -19,8 +19,8 @@ from kvraft_generic import (
     rput,
 )
 
-from actors.kv_harness import ELECTION_TIMEOUT_S
 from linearizability import Recorder
+from raykv.testing.kv_harness import ELECTION_TIMEOUT_S
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 

@@ -8,8 +8,8 @@ import time
 import pytest
 from kvraft_generic import check_history, generic_test, generic_test_speed, harness_factory, rget, rput
 
-from actors.kv_harness import ELECTION_TIMEOUT_S
 from linearizability import Recorder
+from raykv.testing.kv_harness import ELECTION_TIMEOUT_S
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 

@@ -1,6 +1,6 @@
 """kvraft beyond the reference: clerk input checks and timeouts, the asyncio clerk (batching and
-linearizability under faults), and the public API (``kvraft.start_group``) with its documented
-example."""
+linearizability under faults), and the public API (``kvraft.start_group``). (Its documented
+example runs in ``tests/test_docs_examples.py``.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import asyncio
 import random
 import re
 import time
-from pathlib import Path
 
 import pytest
 from kvraft_generic import OP_TIMEOUT_S, check_history, harness_factory
@@ -20,7 +19,6 @@ from linearizability import Recorder
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 NKEYS = 40
-DOCS = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture
@@ -235,8 +233,3 @@ def test_start_group(ray_session, storage, transport):
         assert not data_dir.exists(), "stop() must remove the temporary data directory it made"
 
 
-def test_documented_example_runs_as_written(ray_session):
-    text = DOCS.read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "import kvraft" in b]
-    assert blocks, f"no kvraft python example in {DOCS}"
-    exec(compile(blocks[0], str(DOCS), "exec"), {"__name__": "__kvraft_docs__"})

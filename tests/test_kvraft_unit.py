@@ -41,7 +41,7 @@ def test_duplicate_writes_apply_once():
     sm.apply(2, batch)  # a resend of the whole batch
     sm.apply(3, (op(APPEND, "k", "y", 7, 2), op(APPEND, "k", "z", 7, 3)))  # resend + a newer op
     assert sm.get("k") == "xyz"
-    assert sm.sessions[7] == 3
+    assert sm.sessions.seqs()[7] == 3
     assert sm.duplicates == 3
 
 
@@ -73,7 +73,7 @@ def test_unknown_kind_is_rejected_not_raised():
     sm = KVStateMachine()
     result = sm.apply(1, ((PUT, "k", "v", 1, 1), (9, "k", "v", 1, 2)))
     assert isinstance(result, Rejected) and "unknown kind 9" in result.reason
-    assert sm.data == {} and sm.sessions == {} and sm.last_applied == 1
+    assert sm.data == {} and sm.sessions.seqs() == {} and sm.last_applied == 1
 
 
 def test_snapshot_round_trip_keeps_data_and_dedup_table():
@@ -82,11 +82,12 @@ def test_snapshot_round_trip_keeps_data_and_dedup_table():
     data = sm.snapshot()
     other = KVStateMachine()
     other.restore(data, 1)
-    assert other.data == {"a": "12"} and other.sessions == {1: 1, 2: 1}
+    assert other.data == {"a": "12"} and other.sessions.seqs() == {1: 1, 2: 1}
     assert other.last_applied == 1
     other.apply(2, (op(APPEND, "a", "2", 2, 1),))  # a retry arriving after the snapshot
     assert other.get("a") == "12"
-    assert pickle.loads(data) == ({"a": "12"}, {1: 1, 2: 1})
+    kv, sessions, now_ms, ttl_ms = pickle.loads(data)
+    assert kv == {"a": "12"} and sessions.seqs() == {1: 1, 2: 1} and (now_ms, ttl_ms) == (0, 0)
 
 
 def test_replicas_agree_deterministically():
@@ -371,7 +372,7 @@ def test_kv_replicas_in_process_snapshot_restart_and_dedup():
         assert await ck.get("b", timeout=10) == "".join(f"{i};" for i in range(500))
         assert await ck.get("c", timeout=10) == "59"
         leader = next(r for r in replicas if r.core.is_leader)
-        assert leader.sm.sessions[ck.client_id] == ck.seq  # the dedup table survived the restart
+        assert leader.sm.sessions.seqs()[ck.client_id] == ck.seq  # the dedup table survived the restart
         await ck.close()
         for r in replicas:
             await r.crash()

@@ -74,7 +74,7 @@ def test_apply_is_total_and_skips_nothing() -> None:
             assert sm.apply(index, ((APPEND, "log", f"{k};", 5, k + 1),)) == [None]
         assert sm.last_applied == index
         assert sm.get("log") == "".join(f"{k};" for k in range(len(BAD)))
-        assert sm.sessions == {5: len(BAD)}
+        assert sm.sessions.seqs() == {5: len(BAD)}
         assert sm.stats()["rejected"] == len(BAD)
     assert replicas[0].snapshot() == replicas[1].snapshot()
 
@@ -83,7 +83,7 @@ def test_a_rejected_batch_is_all_or_nothing() -> None:
     sm = KVStateMachine()
     result = sm.apply(1, ((PUT, "a", "1", 1, 1), (PUT, "b", 2, 1, 2)))
     assert isinstance(result, Rejected) and "operation 1" in result.reason
-    assert sm.data == {} and sm.sessions == {}  # the good first operation was not applied either
+    assert sm.data == {} and sm.sessions.seqs() == {}  # the good first operation was not applied either
 
 
 # --------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def _run_planted(make_harness: Callable[..., Any], test: Callable[[Any], None], 
 
 
 def _raft(fault: str) -> Callable[..., Any]:
-    from actors.harness import RaftHarness
+    from raykv.testing.raft_harness import RaftHarness
 
     def make(n: int, unreliable: bool = False, snapshot: bool = False) -> RaftHarness:
         return RaftHarness(n, unreliable=unreliable, snapshot=snapshot, faults=[fault])
@@ -49,7 +49,7 @@ def _raft(fault: str) -> Callable[..., Any]:
 
 
 def _kv(fault: str) -> Callable[..., Any]:
-    from actors.kv_harness import KVHarness
+    from raykv.testing.kv_harness import KVHarness
 
     def make(n: int, unreliable: bool = False, maxraftstate: int = -1) -> KVHarness:
         return KVHarness(n, unreliable=unreliable, maxraftstate=maxraftstate, faults=[fault])
@@ -72,8 +72,8 @@ def test_one_partition_catches_reads_answered_outside_the_log(ray_session: None)
 
 
 def test_unknown_fault_names_are_refused() -> None:
-    from actors.harness import core_faults
-    from actors.kv_harness import kv_faults
+    from raykv.testing.kv_harness import kv_faults
+    from raykv.testing.raft_harness import core_faults
 
     with pytest.raises(ValueError, match=r"unknown core fault.*known: .*commit_old_term"):
         core_faults(["commit_old_trem"])

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from actors.harness import ELECTION_TIMEOUT_S
+from raykv.testing.raft_harness import ELECTION_TIMEOUT_S
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 

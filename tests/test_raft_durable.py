@@ -28,7 +28,7 @@ def _until(cond, deadline_s: float, what: str, poll_s: float = 0.05) -> None:
 def test_killed_process_recovers_every_acknowledged_command(ray_session, tmp_path):
     import ray
 
-    from actors.harness import RaftHarness
+    from raykv.testing.raft_harness import RaftHarness
 
     cfg = RaftHarness(3, storage_root=str(tmp_path))
     try:

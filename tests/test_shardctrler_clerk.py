@@ -1,14 +1,14 @@
 """The shard controller beyond the reference tests, on Ray: bad input refused (before sending, or by
 the controller) with nothing changed, exactly-once writes when replies are lost, timeouts, the
 asyncio clerk (batching, and use inside an async actor, as a shard group will), ``start_group`` with
-both storages and transports, and the README's example run as written."""
+both storages and transports. (The example of docs/shardctrler.md runs in
+``tests/test_docs_examples.py``.)"""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import threading
-from pathlib import Path
 
 import pytest
 import ray
@@ -21,7 +21,6 @@ from shardctrler.ops import ERR_BAD_SHARD, ERR_GROUP_EXISTS, ERR_SERVER_IN_USE, 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 OP_TIMEOUT_S = 30.0
-DOCS = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture
@@ -281,8 +280,3 @@ def test_start_group_reopens_its_data_dir(ray_session, tmp_path):
         group.stop()
 
 
-def test_documented_example_runs_as_written(ray_session):
-    text = DOCS.read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "import shardctrler" in b]
-    assert blocks, f"no shardctrler python example in {DOCS}"
-    exec(compile(blocks[0], str(DOCS), "exec"), {"__name__": "__shardctrler_docs__"})

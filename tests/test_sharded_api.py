@@ -1,8 +1,8 @@
 """The public API of the sharded service (:mod:`raykv.sharded`), its placement (:mod:`actors.placement`)
 on a single-node runtime, and its command line (``raykv start``, ``status``, ``stop``): bad input is
-refused with a clear error and changes nothing; the README's example runs as written; a detached
-service outlives the driver that started it and another driver attaches to it by name.
-(The multi-node behaviour is in ``tests/test_multinode.py``.)"""
+refused with a clear error and changes nothing; a detached service outlives the driver that started
+it and another driver attaches to it by name. (The multi-node behaviour is in
+``tests/test_multinode.py``; the examples of docs/sharded-kv.md run in ``tests/test_docs_examples.py``.)"""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import raykv.sharded as sharded
 from actors import placement
 from raykv.cli import main as cli_main
 
-DOCS = Path(__file__).resolve().parent.parent / "README.md"
 ROOT = Path(__file__).resolve().parent.parent
 OP_TIMEOUT_S = 30.0
 
@@ -98,13 +97,6 @@ def test_placement_on_one_node_packs_with_a_warning(ray_session: None, caplog: p
 # ------------------------------------------------------------------------------------------------
 # The API on a running service
 # ------------------------------------------------------------------------------------------------
-
-
-def test_readme_example_runs(ray_session: None) -> None:
-    text = DOCS.read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "raykv.start_sharded(" in b]
-    assert blocks, f"no raykv.start_sharded python example in {DOCS}"
-    exec(compile(blocks[0], str(DOCS), "exec"), {"__name__": "__sharded_docs__"})
 
 
 def test_bad_input_to_a_running_service_changes_nothing(ray_session: None) -> None:

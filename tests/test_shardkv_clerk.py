@@ -215,13 +215,3 @@ def test_malformed_calls_are_answered_invalid_and_change_nothing(harness):
     assert ck.get("k", timeout=30) == "v"
 
 
-def test_documented_example_runs_as_written(ray_session):
-    import re
-    from pathlib import Path
-
-    docs = Path(__file__).resolve().parent.parent / "README.md"
-    text = docs.read_text()
-    section = text[text.index("## Sharded KV (`shardkv/`)"):]
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "import shardkv" in b]
-    assert blocks, f"no shardkv python example in {docs}"
-    exec(compile(blocks[0], str(docs), "exec"), {"__name__": "__shardkv_docs__"})

@@ -30,6 +30,23 @@ def test_membership_campaign_100_seeds_with_joining_peers() -> None:
     assert res.crashes > 0 and res.partitions > 0 and res.calm_windows >= 100
 
 
+def test_membership_campaign_with_the_services_rules() -> None:
+    """The same with PreVote, CheckQuorum, the leader's no-op and ReadIndex reads switched on: quorums
+    of pre-votes, of CheckQuorum and of read rounds come from the voters of the configuration too."""
+    config = SimConfig(nodes=5, voters=3, ticks=3000, pre_vote=True, check_quorum=True,
+                       leader_noop=True, reads=True)
+    reads = 0
+
+    def count(r: object) -> None:
+        nonlocal reads
+        reads += r.stats["reads_answered"]  # type: ignore[attr-defined]
+
+    res = run_campaign(range(60), config, on_result=count)
+    print("\n" + res.summary() + f"\nreads answered:   {reads}")
+    assert res.ok, res.failures[0].violation.report()  # type: ignore[union-attr]
+    assert res.conf_ops["promote"] > 50 and res.conf_ops["remove"] > 50 and reads > 1000
+
+
 def test_a_joined_peer_leads_and_a_bootstrap_peer_is_gone() -> None:
     """Over one busy seed, peers that started empty become voters and lead, and some bootstrap voters
     end up removed, with every invariant checked after every step (paranoid: from scratch too)."""

@@ -17,7 +17,8 @@ From the command line: ``python -m raft.sim --help``.
 
 Modules: :mod:`~raft.sim.config` (settings and fault profiles), :mod:`~raft.sim.network` (virtual
 network), :mod:`~raft.sim.storage` (stable storage), :mod:`~raft.sim.service` (the replicated counter),
-:mod:`~raft.sim.invariants`, :mod:`~raft.sim.cluster` (one seeded run), :mod:`~raft.sim.trace`
+:mod:`~raft.sim.invariants`, :mod:`~raft.sim.reads` (ReadIndex checks),
+:mod:`~raft.sim.cluster` (one seeded run), :mod:`~raft.sim.trace`
 (events), :mod:`~raft.sim.campaign` (many seeds), :mod:`~raft.sim.hunting` (profiles that expose each
 broken rule fast), :mod:`~raft.sim.cli`.
 """
@@ -25,12 +26,13 @@ broken rule fast), :mod:`~raft.sim.cli`.
 from raft.sim.campaign import CampaignResult, SeedResult, hunt, run_campaign, run_seed
 from raft.sim.cluster import SimCluster
 from raft.sim.config import FAULTS, Profile, SimConfig
-from raft.sim.hunting import HUNTING_PROFILES
+from raft.sim.hunting import HUNTING_PROFILES, HUNTING_SETTINGS
 from raft.sim.invariants import INVARIANTS, Invariants, Violation
 
 __all__ = [
     "FAULTS",
     "HUNTING_PROFILES",
+    "HUNTING_SETTINGS",
     "INVARIANTS",
     "CampaignResult",
     "Invariants",

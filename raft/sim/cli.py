@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from raft.sim.campaign import SeedResult, run_campaign, run_seed
 from raft.sim.config import FAULTS, Profile, SimConfig
-from raft.sim.hunting import HUNTING_PROFILES
+from raft.sim.hunting import HUNTING_PROFILES, HUNTING_SETTINGS
 from raft.sim.invariants import INVARIANTS
 
 EPILOG = """\
@@ -26,6 +26,8 @@ broken rules (--fault) and what they break:
   vote_without_log_check  votes are granted without the "candidate's log is up to date" check
   forget_vote             the vote is not persisted, so a restarted peer may vote twice in a term
   apply_past_commit       an uncommitted entry is handed out for application
+  read_without_quorum     a leader answers ReadIndex reads without a heartbeat round (needs --reads)
+  read_before_term_commit a new leader answers reads before an entry of its term commits (--reads)
   two_changes_in_flight   a leader accepts a membership change while an earlier one is uncommitted
 
 examples:
@@ -34,6 +36,7 @@ examples:
   python -m raft.sim --replay 17 --ticks 5000 --tail 200 # re-run seed 17, show its last 200 events
   python -m raft.sim --replay 17 --trace > seed17.txt    # ... or its whole trace
   python -m raft.sim --seeds 100 --fault forget_vote --hunt   # prove the checks catch a broken rule
+  python -m raft.sim --seeds 200 --pre-vote --check-quorum --leader-noop --reads   # the services' rules
   python -m raft.sim --seeds 100 --voters 3 --profile '{{"member_p": 0.05}}'  # 2 peers join later
 """
 
@@ -82,6 +85,15 @@ def build_parser(prog: str = "python -m raft.sim") -> argparse.ArgumentParser:
     p.add_argument("--election-ticks", type=int, default=10, metavar="E",
                    help="election timeout base in ticks (10); timeouts are drawn from [E, 2E)")
     p.add_argument("--heartbeat-ticks", type=int, default=2, metavar="H", help="heartbeat interval (2)")
+    p.add_argument("--pre-vote", action="store_true", help="switch PreVote on in every core")
+    p.add_argument("--check-quorum", action="store_true", help="switch CheckQuorum on in every core")
+    p.add_argument("--leader-noop", action="store_true",
+                   help="a new leader appends a no-op entry of its term at once")
+    p.add_argument("--rejoin", action="store_true",
+                   help="instead of a campaign: on a calm cluster, isolate one follower for 10 election "
+                        "timeouts and heal it, per seed; report the term churn (raft.sim.scenarios)")
+    p.add_argument("--reads", action="store_true",
+                   help="clients also ask for ReadIndex reads, checked against the committed log")
     return p
 
 
@@ -100,9 +112,14 @@ def make_config(args: argparse.Namespace, record: bool = False) -> SimConfig:
             profile = Profile(**fields)
         except (json.JSONDecodeError, TypeError) as e:
             raise ValueError(f"--profile: {e}") from e
-    return SimConfig(nodes=args.nodes, voters=args.voters, ticks=args.ticks, faults=faults, profile=profile,
-                     tail=args.tail, record=record, election_ticks=args.election_ticks,
-                     heartbeat_ticks=args.heartbeat_ticks)
+    config = SimConfig(nodes=args.nodes, voters=args.voters, ticks=args.ticks,
+                       faults=faults, profile=profile,
+                       tail=args.tail, record=record, election_ticks=args.election_ticks,
+                       heartbeat_ticks=args.heartbeat_ticks, pre_vote=args.pre_vote,
+                       check_quorum=args.check_quorum, leader_noop=args.leader_noop, reads=args.reads)
+    if args.hunt:  # the settings the broken rule needs to be observable (e.g. reads)
+        config = config.with_(**HUNTING_SETTINGS.get(next(iter(faults)), {}))
+    return config
 
 
 def _replay(args: argparse.Namespace, out: object) -> int:
@@ -134,6 +151,26 @@ def _replay(args: argparse.Namespace, out: object) -> int:
     return 0
 
 
+def _rejoin(args: argparse.Namespace, config: SimConfig, out: object) -> int:
+    from raft.sim.invariants import Violation
+    from raft.sim.scenarios import rejoin
+
+    results = []
+    for seed in range(args.start_seed, args.start_seed + args.seeds):
+        try:
+            results.append(rejoin(seed, config))
+        except Violation as v:
+            print(v.report(), file=out)
+            return 1
+    churn = sorted(r.churn for r in results)
+    quiet = sum(r.quiet for r in results)
+    print(f"rejoin: {len(results)} seeds, pre_vote={config.pre_vote}, check_quorum={config.check_quorum}: "
+          f"term unchanged and same leader in {quiet}; term churn per rejoin: median "
+          f"{churn[len(churn) // 2]}, max {churn[-1]}, total {sum(churn)}; elections (isolation and rejoin) "
+          f"{sum(r.elections for r in results)}", file=out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m raft.sim") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -148,6 +185,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m raft.sim") ->
         return 2
     if args.replay is not None:
         return _replay(args, out)
+    if args.rejoin:
+        return _rejoin(args, config, out)
     seeds = range(args.start_seed, args.start_seed + args.seeds)
     res = run_campaign(seeds, config, progress=not args.no_progress,
                        stop_on_failure=not args.keep_going)

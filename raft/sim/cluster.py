@@ -53,6 +53,7 @@ from raft.sim.config import Profile, SimConfig
 from raft.sim.hunting import HUNTING_PROFILES
 from raft.sim.invariants import Invariants, Violation
 from raft.sim.network import VirtualNetwork
+from raft.sim.reads import ReadChecker
 from raft.sim.service import CounterService
 from raft.sim.storage import MemoryStorage
 from raft.sim.trace import EventLog
@@ -84,7 +85,9 @@ class SimCluster:
             RaftConfig(peer_id=i, peers=tuple(range(v)), election_ticks=config.election_ticks,
                        heartbeat_ticks=config.heartbeat_ticks,
                        max_entries_per_append=config.max_entries_per_append,
-                       max_inflight_appends=config.max_inflight_appends, join=i >= v)
+                       max_inflight_appends=config.max_inflight_appends, pre_vote=config.pre_vote,
+                       check_quorum=config.check_quorum, leader_noop=config.leader_noop,
+                       join=i >= v)
             for i in self.ids
         ]
         self.net = VirtualNetwork(n, rng, emit)
@@ -114,6 +117,7 @@ class SimCluster:
             "crash_mid_send": 0, "crash_before_apply": 0, "conf_changes": 0, "conf_refused": 0,
             "conf_add_learner": 0, "conf_promote": 0, "conf_remove": 0,
         }
+        self.reads = ReadChecker(n, self.inv, emit, self.stats) if config.reads else None
 
     # -- peers -----------------------------------------------------------------------------------
 
@@ -128,6 +132,8 @@ class SimCluster:
         self.armed[i] = -1
         self.restart_at[i] = self.now + 1 + int(self.rng.random() * self.profile.restart_ticks_max)
         self.inv.on_crash(i)
+        if self.reads is not None:
+            self.reads.on_crash(i)
         self.stats["crashes"] += 1
         self.emit((self.now, "crash", i, why))
 
@@ -150,7 +156,12 @@ class SimCluster:
         node = self.nodes[i]
         assert node is not None
         inv = self.inv
+        rounds = 0
         while node.has_ready():
+            rounds += 1
+            if rounds > 1000:  # a core whose has_ready() never turns false would hang the run
+                inv.fail("no-exception", f"P{i} ({node.role}, term {node.term}) still has work after "
+                                         f"1000 Ready batches in one step: has_ready() never clears")
             rd = node.ready()
             inv.on_ready(i, node, rd)
             point = self.armed[i]
@@ -197,6 +208,11 @@ class SimCluster:
                     svc.snapshot_index = svc.applied
                     self.stats["snapshots"] += 1
                     self.emit((self.now, "snapshot", i, f"through {svc.applied}"))
+            reads = self.reads
+            if reads is not None:
+                if rd.read_states or rd.reads_dropped:
+                    reads.on_ready(i, node, rd)
+                reads.serve(i, svc)
 
     def propose(self, i: int, count: int = 1) -> list[int]:
         """Propose ``count`` fresh commands to peer ``i``; returns the indexes it accepted them at."""
@@ -297,6 +313,15 @@ class SimCluster:
             elif leaders:
                 i = leaders[int(r() * len(leaders))]
                 self.propose(i, 1 + int(r() * p.burst_max))
+        reads = self.reads
+        if reads is not None and r() < p.propose_p:
+            leaders = [i for i, nd in enumerate(self.nodes) if nd is not None and nd.role == LEADER]
+            for i in leaders if p.propose_all else leaders[int(r() * len(leaders)):][:1]:
+                node = self.nodes[i]
+                assert node is not None
+                reads.request(i, node)
+                if node.has_ready():
+                    self.drive(i)
 
     def _membership(self) -> None:
         """An operator asks a random would-be leader for one membership change."""
@@ -490,6 +515,9 @@ class SimCluster:
             cmd += f" --voters {c.voters}"
         if c.election_ticks != 10 or c.heartbeat_ticks != 2:
             cmd += f" --election-ticks {c.election_ticks} --heartbeat-ticks {c.heartbeat_ticks}"
+        for flag in ("pre_vote", "check_quorum", "leader_noop", "reads"):
+            if getattr(c, flag):
+                cmd += " --" + flag.replace("_", "-")
         for f in sorted(c.faults):
             cmd += f" --fault {f}"
         if c.profile is not None:

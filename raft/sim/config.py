@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 #: The deliberately broken rules of :class:`raft.node.RaftNode` that tests can switch on.
 FAULTS: frozenset[str] = frozenset(
     {"commit_old_term", "vote_without_log_check", "forget_vote", "apply_past_commit",
-     "two_changes_in_flight"}
+     "read_without_quorum", "read_before_term_commit", "two_changes_in_flight"}
 )
 
 
@@ -115,6 +115,10 @@ class SimConfig:
     (for determinism checks and replays; costs memory). ``paranoid`` re-verifies every invariant from
     scratch (whole logs, O(nodes x log) per step) after every step, to cross-check the incremental
     checks; use it only for short runs.
+
+    ``pre_vote``, ``check_quorum`` and ``leader_noop`` switch those rules on in every core (see
+    :class:`raft.RaftConfig`). ``reads`` makes the clients also ask peers that believe they lead for
+    ReadIndex reads (with the same probability as proposals), checked by :mod:`raft.sim.reads`.
     """
 
     nodes: int = 5
@@ -131,6 +135,10 @@ class SimConfig:
     tail: int = 40
     record: bool = False
     paranoid: bool = False
+    pre_vote: bool = False
+    check_quorum: bool = False
+    leader_noop: bool = False
+    reads: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "faults", frozenset(self.faults))

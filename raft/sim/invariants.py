@@ -64,7 +64,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from raft.membership import ConfChange, Membership, scan
-from raft.node import CANDIDATE, LEADER, RaftNode
+from raft.node import CANDIDATE, LEADER, PRE_CANDIDATE, RaftNode
 from raft.sim.service import CounterService, fold
 from raft.sim.trace import Event
 from raft.types import Entry, Ready, RequestVote
@@ -85,6 +85,10 @@ INVARIANTS: dict[str, str] = {
     "no-exception": "neither the core nor the simulator raises (the core's assertions are checks too)",
     "liveness": "once the network is healed and calm and all peers are up, a new command commits "
                 "within the liveness bound",
+    "read-index": "a ReadIndex read is answered at an index covering every entry committed before it "
+                  "was requested (with SimConfig.reads)",
+    "read-leadership": "a read is answered only by the peer and term it was requested in, never once a "
+                       "later term had elected a leader (with SimConfig.reads)",
 }
 
 
@@ -135,6 +139,8 @@ class Invariants:
         self.now = 0
         self.leader_of: dict[int, int] = {}
         self.fresh_leader: tuple[int, int] | None = None  # (peer, term) elected by the last Ready
+        #: the highest term that has had a leader so far
+        self.newest_leader_term = 0
         self.role: list[str] = ["follower"] * n
         self.term: list[int] = [0] * n
         # leader-append-only: the term the mark was taken in (-1: none), last index, entry there
@@ -170,6 +176,7 @@ class Invariants:
             term = self.fresh_leader[1]
             if self.leader_of.get(term) == n:
                 del self.leader_of[term]
+                self.newest_leader_term = max(self.leader_of, default=0)
         self.fresh_leader = None
 
     def on_crash(self, n: int) -> None:
@@ -195,7 +202,7 @@ class Invariants:
                                             f"term {log.last_term}, commit {log.commit})"))
             self.role[n] = role
             self.term[n] = term
-            if role in (CANDIDATE, LEADER) and not self._may_campaign(n, node):
+            if role in (PRE_CANDIDATE, CANDIDATE, LEADER) and not self._may_campaign(n, node):
                 self.fail("membership", f"P{n} became {role} in term {term} but is not a voter of its "
                                         f"configuration ({node.membership}) nor one whose removal is "
                                         f"uncommitted")
@@ -232,6 +239,7 @@ class Invariants:
         if other is not None and other != n:
             self.fail("election-safety", f"P{n} became leader of term {term}, which P{other} already led")
         self.leader_of[term] = n
+        self.newest_leader_term = max(self.newest_leader_term, term)
         # The highest committed entry whose commit term is below this term must be in the new log.
         ct = self.commit_term
         i = len(ct) - 1

@@ -36,11 +36,11 @@ from typing import Any
 
 import ray
 
-from actors.harness import CALL_DEADLINE_S as CALL_DEADLINE_S
-from actors.harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
-from actors.harness import TEST_TIME_LIMIT_S, get_with_deadline
 from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec
+from raykv.testing.raft_harness import CALL_DEADLINE_S as CALL_DEADLINE_S
+from raykv.testing.raft_harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
+from raykv.testing.raft_harness import TEST_TIME_LIMIT_S, get_with_deadline
 from shardctrler.async_clerk import AsyncClerk
 from shardctrler.clerk import Clerk, ClerkCore
 from shardctrler.config import NSHARDS, Config

@@ -35,7 +35,7 @@ rules switched on in every server, to show that the tests catch them (:data:`SHA
 - ``skv_serve_leaving``: a group keeps serving shards that are leaving it, so writes land on a copy
   that has been (or is being) handed over. Every blocking call has a deadline
 (:data:`CALL_DEADLINE_S`); failures raise ``AssertionError``. Synchronous; usable from several
-threads at once. The limits are the Raft harness's (:mod:`actors.harness`), imported, not copied.
+threads at once. The limits are the Raft harness's (:mod:`raykv.testing.raft_harness`), imported, not copied.
 """
 
 from __future__ import annotations
@@ -54,14 +54,14 @@ from typing import Any
 
 import ray
 
-from actors.harness import CALL_DEADLINE_S as CALL_DEADLINE_S
-from actors.harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
-from actors.harness import TEST_TIME_LIMIT_S, get_with_deadline
 from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec
 from linearizability import KVModel, Recorder, Verdict, write_html
 from linearizability import check as check_linearizable
 from raykv.testing.ctrler_harness import CtrlerHarness
+from raykv.testing.raft_harness import CALL_DEADLINE_S as CALL_DEADLINE_S
+from raykv.testing.raft_harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
+from raykv.testing.raft_harness import TEST_TIME_LIMIT_S, get_with_deadline
 from shardctrler.config import NSHARDS
 from shardkv.async_clerk import AsyncClerk
 from shardkv.clerk import Clerk

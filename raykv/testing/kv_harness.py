@@ -42,10 +42,6 @@ from typing import Any
 
 import ray
 
-# The same limits as the Raft harness (the reference's), re-exported for the kvraft tests.
-from actors.harness import CALL_DEADLINE_S as CALL_DEADLINE_S
-from actors.harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
-from actors.harness import TEST_TIME_LIMIT_S, get_with_deadline, ledger_replica_actor
 from actors.ledger import ApplyLedgerActor, LedgerReplica, planted_from_env
 from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec
@@ -56,6 +52,11 @@ from kvraft.ops import GET, OK, Batch
 from kvraft.server import KVReplica
 from kvraft.statemachine import KVStateMachine
 from raft.sim.config import FAULTS
+
+# The same limits as the Raft harness (the reference's), re-exported for the kvraft tests.
+from raykv.testing.raft_harness import CALL_DEADLINE_S as CALL_DEADLINE_S
+from raykv.testing.raft_harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
+from raykv.testing.raft_harness import TEST_TIME_LIMIT_S, get_with_deadline, ledger_replica_actor
 
 #: how long a test clerk waits for one server before trying the next
 CLERK_ATTEMPT_TIMEOUT_S = 1.0

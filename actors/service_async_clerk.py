@@ -1,0 +1,143 @@
+"""The asyncio clerk every single-group service shares: many callers in flight, one call per batch.
+
+Every submitted operation (already checked and numbered by the service's clerk) is queued. One
+sender task sends the queue: it takes every operation waiting (up to ``max_batch``) and sends them as
+one call, so while a call is in flight the next batch fills up by itself (as a Kafka producer
+lingers to fill a batch, with no artificial delay: the first operation goes at once). When the
+leader answers, the results are fanned back out to the callers. Then the next batch goes.
+
+Order and exactly-once. There is at most one batch in flight, and it is resent (to the next server,
+or to the leader a server names) until some leader answers ``ok``; only then does the next batch
+go. So the clerk's operations reach the log in the order of their numbers, which is what the
+services' dedup tables rely on. A caller whose ``timeout`` passes gets the service's
+:attr:`~actors.service_clerk.GroupClerkCore.timeout_error` at once; its operation is dropped from
+later resends of its batch (it may still take effect, once and atomically, from an earlier send,
+but not after any later operation of this clerk has completed). A batch refused as malformed
+fails its callers with the service's :meth:`~actors.service_clerk.GroupClerkCore.rejected` error.
+
+The clerk belongs to the event loop it is first used on; it is not thread-safe. It never blocks the
+loop (no ``ray.get``), so an async actor may use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.service_clerk import GroupClerkCore
+from actors.service_endpoints import Endpoints
+from actors.service_protocol import INVALID, NO_ANSWER, OK
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    op: Any
+    future: asyncio.Future[Any]
+    #: servers tried for the batch this operation is in, shared by the batch (for the error message)
+    tried: list[str] = field(default_factory=list)
+    last: list[str] = field(default_factory=lambda: ["not sent yet"])
+
+
+class AsyncGroupClerk(GroupClerkCore):
+    """The batching sender; see the module docstring. ``max_batch`` bounds the operations per call.
+
+    A service's clerk numbers an operation and awaits :meth:`_submit_op`; :meth:`describe_op` names
+    an operation in a timeout error.
+    """
+
+    def __init__(self, endpoints: Endpoints, *, max_batch: int, **options: Any) -> None:
+        super().__init__(endpoints, **options)
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
+        self._queue: list[_Pending] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.calls = 0  # calls sent (for benchmarks and tests: ops / calls is the batching factor)
+
+    def describe_op(self, op: Any) -> str:
+        """How an error message names ``op``."""
+        return repr(op)
+
+    async def close(self) -> None:
+        """Stop the sender; queued operations fail with ``asyncio.CancelledError``."""
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        for p in self._queue:
+            p.future.cancel()
+        self._queue.clear()
+
+    async def _submit_op(self, op: Any, timeout: float | None) -> Any:
+        """Queue the numbered ``op`` and return its result once a leader applied it."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(op, loop.create_future())
+        self._queue.append(pending)
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send_loop())
+        if timeout is None:
+            return await pending.future
+        try:
+            return await asyncio.wait_for(pending.future, timeout)
+        except asyncio.TimeoutError:
+            raise self.timeout_error(self.describe_op(op), timeout, pending.tried,  # type: ignore[call-arg]
+                                     pending.last[0]) from None
+
+    async def _send_loop(self) -> None:
+        batch: list[_Pending] = []
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                await self._send_batch(batch)
+        except Exception as e:  # a bug or a broken endpoint: fail the callers instead of hanging them
+            for p in batch + self._queue:
+                if not p.future.done():
+                    p.future.set_exception(e)
+            self._queue.clear()
+
+    async def _send_batch(self, batch: list[_Pending]) -> None:
+        tried: list[str] = []
+        last = ["not sent yet"]
+        for p in batch:
+            p.tried, p.last = tried, last
+        server = self.leader
+        failed_in_a_row = 0
+        while True:
+            live = [p for p in batch if not p.future.done()]
+            if not live:
+                return  # every caller gave up
+            name = self.endpoints.names[server]
+            if name not in tried:
+                tried.append(name)
+            reply = await self._call(server, tuple(p.op for p in live))
+            if isinstance(reply, tuple) and reply[0] == OK:
+                self.leader = server
+                for p, result in zip(live, reply[1], strict=True):
+                    if not p.future.done():
+                        p.future.set_result(result)
+                return
+            if isinstance(reply, tuple) and reply[0] == INVALID:  # nothing was proposed: fail them
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(self.rejected(name, str(reply[1])))
+                return
+            last[0] = self.failed_attempt(name, reply, self.attempt_timeout)
+            server = self.route(server, reply)
+            failed_in_a_row += 1
+            if failed_in_a_row % self.n == 0:
+                await asyncio.sleep(self.retry_pause)
+
+    async def _call(self, server: int, ops: tuple[Any, ...]) -> Any:
+        self.calls += 1
+        try:
+            ref = self.endpoints.submit(server, ops)
+            value = await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.attempt_timeout)
+        except asyncio.TimeoutError:
+            return NO_ANSWER
+        except Exception:  # a Ray error: the actor died or the call failed
+            return None
+        return self.endpoints.unpack(value)

@@ -1,0 +1,155 @@
+"""The client side every replicated service shares: identity and numbering, leader finding, retry.
+
+- :class:`ClerkBase`: a clerk's ``client_id`` (random, 62 bits) and its sequence numbers, and the
+  retry options every clerk takes (``attempt_timeout``: how long one server is waited for;
+  ``retry_pause``: the pause after a full round of failed attempts), checked on construction.
+- :class:`GroupClerkCore`: a clerk of *one* Raft group, reached through an endpoint set (servers
+  numbered ``0 .. n-1`` in peer-id order, see ``kvraft.endpoints``): it remembers the server that
+  answered last, goes to the leader a server names, moves on round the ring after a failed call,
+  and turns an ``invalid`` answer into the service's error at once (nothing was proposed, so a retry
+  would not help). A service sets :attr:`~GroupClerkCore.timeout_error` and :meth:`~GroupClerkCore.rejected`.
+- :class:`SyncGroupClerk`: the blocking retry loop over that core (``ray.get`` with a deadline per
+  attempt); the asyncio twin, which batches, is :class:`actors.service_async_clerk.AsyncGroupClerk`.
+
+The kvraft and controller clerks are these with the service's operations on top; the sharded KV's
+clerks, which route by configuration to many groups, share :class:`ClerkBase` and the routing rule
+(:func:`actors.service_protocol.next_server`).
+
+Invariant: ``seq`` only grows, and an operation's number is taken when it is submitted (after its
+checks passed), so the operations of one clerk reach the servers (and the log) in the order of their
+numbers, which the services' dedup tables rely on.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError
+
+from actors.service_endpoints import Endpoints
+from actors.service_protocol import INVALID, NO_ANSWER, OK, new_client_id, next_server, outcome
+
+#: default seconds a clerk waits for one server before trying the next
+DEFAULT_ATTEMPT_TIMEOUT_S = 1.0
+#: default pause after a full round of failed attempts
+DEFAULT_RETRY_PAUSE_S = 0.05
+
+
+class ClerkBase:
+    """A clerk's identity, numbering and retry options (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        retry_pause: float = DEFAULT_RETRY_PAUSE_S,
+        client_id: int | None = None,
+    ) -> None:
+        if not attempt_timeout > 0:
+            raise ValueError(f"attempt_timeout must be > 0, got {attempt_timeout}")
+        if not retry_pause >= 0:
+            raise ValueError(f"retry_pause must be >= 0, got {retry_pause}")
+        self.attempt_timeout = attempt_timeout
+        self.retry_pause = retry_pause
+        self.client_id = new_client_id() if client_id is None else client_id
+        self.seq = 0
+
+    def next_seq(self) -> int:
+        """The number of the next operation (call it only once the operation passed its checks)."""
+        self.seq += 1
+        return self.seq
+
+
+class GroupClerkCore(ClerkBase):
+    """A clerk of one group of servers behind ``endpoints``: leader memory and routing."""
+
+    #: the service's ``TimeoutError`` subclass, built as ``(operation, timeout, servers, last)``
+    timeout_error: type[TimeoutError] = TimeoutError
+
+    def __init__(self, endpoints: Endpoints, **options: Any) -> None:
+        super().__init__(**options)
+        if not endpoints.names:
+            raise ValueError("a clerk needs at least one server")
+        self.endpoints = endpoints
+        self.n = len(endpoints.names)
+        #: the server that answered last (the reference clerks start from a shuffled list)
+        self.leader = random.randrange(self.n)
+
+    def route(self, server: int, reply: Any) -> int:
+        """The server to try after ``server`` answered ``reply`` (anything but ``ok``)."""
+        return next_server(server, self.n, reply)
+
+    outcome = staticmethod(outcome)
+
+    def rejected(self, server: str, reason: str) -> Exception:
+        """The error for a batch that ``server`` refused as malformed (the service's own type)."""
+        return ValueError(f"{server} refused the request: {reason}")
+
+    def check_reply(self, server: int, reply: Any) -> None:
+        """Raise for an answer that retrying cannot fix (the call itself was malformed)."""
+        if isinstance(reply, tuple) and reply[0] == INVALID:
+            raise self.rejected(self.endpoints.names[server], str(reply[1]))
+
+    def failed_attempt(self, name: str, reply: Any, wait: float) -> str:
+        """What the attempt on server ``name`` came to, for error messages."""
+        return f"{name}: " + (f"no answer within {wait:.2g} s" if reply == NO_ANSWER else self.outcome(reply))
+
+
+class SyncGroupClerk(GroupClerkCore):
+    """The blocking retry loop: :meth:`_send` resends a batch until some leader answers ``ok``.
+
+    Thread-safe, but one operation at a time: callers hold :attr:`_lock` around numbering and
+    sending, so the numbers reach the servers in order.
+    """
+
+    def __init__(self, endpoints: Endpoints, **options: Any) -> None:
+        super().__init__(endpoints, **options)
+        self._lock = threading.Lock()
+
+    def _send(self, ops: Any, timeout: float | None, what: str) -> list[Any]:
+        """The results of ``ops`` (one per operation) from the leader that applied them; raises
+        :attr:`timeout_error` once ``timeout`` passes, :meth:`rejected` for a malformed batch."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        tried: list[str] = []
+        server = self.leader
+        failed_in_a_row = 0
+        last = "no attempt"
+        while True:
+            wait = self.attempt_timeout
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self.timeout_error(what, timeout, tried, last)  # type: ignore[call-arg]
+                wait = min(wait, remaining)
+            name = self.endpoints.names[server]
+            if name not in tried:
+                tried.append(name)
+            reply = self._call(server, ops, wait)
+            if isinstance(reply, tuple) and reply[0] == OK:
+                self.leader = server
+                return reply[1]  # type: ignore[no-any-return]
+            self.check_reply(server, reply)
+            last = self.failed_attempt(name, reply, wait)
+            server = self.route(server, reply)
+            failed_in_a_row += 1
+            if failed_in_a_row % self.n == 0:
+                pause = self.retry_pause
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                time.sleep(pause)
+
+    def _call(self, server: int, ops: Any, wait: float) -> Any:
+        """One attempt: the reply, :data:`~actors.service_protocol.NO_ANSWER` after ``wait``
+        seconds, or ``None`` for a failed call."""
+        try:
+            ref = self.endpoints.submit(server, ops)
+            value = ray.get(ref, timeout=wait)
+        except GetTimeoutError:
+            return NO_ANSWER
+        except RayError:
+            return None
+        return self.endpoints.unpack(value)
