@@ -38,6 +38,7 @@ from kvraft.errors import GroupStartError, KVRejectedError, KVTimeoutError
 from linearizability.history import HistoryError
 from linearizability.models import ModelInputError
 from linearizability.parsers import HistoryFormatError
+from raft.membership import ConfChangeRefused
 from raft.sim.invariants import Violation
 from raykv.cluster import ClusterError
 from raykv.demo import DemoFailure
@@ -75,6 +76,7 @@ SAMPLES: dict[type[BaseException], BaseException] = {
     HistoryError: HistoryError("operation 3 returns before it is called"),
     ModelInputError: ModelInputError("the kv model does not know ('cas', 1)"),
     Violation: _violation(),
+    ConfChangeRefused: ConfChangeRefused("the change at index 7 is not committed yet; retry once it commits"),
     ClusterError: ClusterError("no Ray cluster at 10.0.0.1:6379"),
     DemoFailure: DemoFailure("no leader within 10 s"),
     RefusedError: RefusedError("err_unknown_gid", "group 7 is not in the configuration", sent=True),
