@@ -9,6 +9,7 @@ killed; the group of three that is left keeps committing, and every replica appl
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,10 +24,6 @@ from raft.membership import ADD_LEARNER, PROMOTE, REMOVE, ConfChangeRefused
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
 
 
-def _recorder() -> ApplyRecorder:
-    return ApplyRecorder(snapshot_interval=10)
-
-
 def _until(what: str, cond: Callable[[], Any], timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -38,8 +35,8 @@ def _until(what: str, cond: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 
 def _spec(i: int, join: bool = False) -> ReplicaSpec:
-    return ReplicaSpec(name=f"m{i}", peer_id=i, peers=(0, 1, 2), state_machine=_recorder, join=join,
-                       seed=i)
+    return ReplicaSpec(name=f"m{i}", peer_id=i, peers=(0, 1, 2), join=join, seed=i,
+                       state_machine=functools.partial(ApplyRecorder, snapshot_interval=10))
 
 
 def test_a_replica_started_empty_joins_is_promoted_and_a_bootstrap_one_is_removed(
