@@ -258,6 +258,7 @@ class RaftNode(Election, Replication, Reads):
             or self._commit_notify_due
             or self._read_states
             or self._reads_dropped
+            or self._read_open is not None
             or self.log.unstable_from <= self.log.last_index
             or self.log.applied < self.log.commit
             or (self.role == LEADER and self._replication_pending())
@@ -266,8 +267,7 @@ class RaftNode(Election, Replication, Reads):
     def ready(self) -> Ready:
         """Hand out (and forget) the work accumulated since the last call."""
         if self.role == LEADER:
-            self._send_read_round()
-            self._flush_replication()
+            self._flush_replication(read_round=self._send_read_round())
         hard_state = None
         if self._hard_state_dirty:
             vote = self.voted_for
