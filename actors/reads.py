@@ -29,6 +29,10 @@ from typing import Any
 
 from raft import RaftNode, ReadState
 
+#: What a service's read function returns for an operation that only the log can answer (malformed,
+#: or a client the dedup table must first open or refuse): the whole batch then goes through the log.
+NEEDS_LOG: Any = type("NeedsLog", (), {"__repr__": lambda self: "NEEDS_LOG"})()
+
 
 class ReadWaiters:
     __slots__ = ("_futures", "_next_ctx", "_waiting")
