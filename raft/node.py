@@ -265,6 +265,7 @@ class RaftNode(Election, Replication, Reads, Reconfiguration):
             or self._commit_notify_due
             or self._read_states
             or self._reads_dropped
+            or self._read_open is not None
             or self.log.unstable_from <= self.log.last_index
             or self.log.applied < self.log.commit
             or self._commit_check_due
@@ -278,8 +279,7 @@ class RaftNode(Election, Replication, Reads, Reconfiguration):
             if self.role == LEADER:
                 self._maybe_commit()
         if self.role == LEADER:  # (a leader that committed its own removal has stepped down)
-            self._send_read_round()
-            self._flush_replication()
+            self._flush_replication(read_round=self._send_read_round())
         hard_state = None
         if self._hard_state_dirty:
             vote = self.voted_for

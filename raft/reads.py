@@ -54,7 +54,6 @@ class Reads:
     role: str
     progress: dict[int, Progress]
     faults: frozenset[str]
-    _heartbeat_due: bool
     #: the number of the newest read round (never reused by this core object)
     _read_seq: int
     #: reads taken since the last flush (they go out together as the next round), or None
@@ -88,17 +87,19 @@ class Reads:
             self._read_states.append(ReadState(self.log.commit, ctx))
             return
         if self._read_open is None:
-            self._read_open = []
-            self._heartbeat_due = True  # one round of AppendEntries confirms the leadership
+            self._read_open = []  # goes out as one round at the next ready()
         self._read_open.append(ctx)
 
-    def _send_read_round(self) -> None:
+    def _send_read_round(self) -> bool:
         """Called just before the leader flushes its AppendEntries: the open round goes out with
-        them, its read index fixed now (at least the commit index when each of its reads came)."""
-        if self._read_open is not None:
-            self._read_seq += 1
-            self._read_rounds.append((self._read_seq, self.log.commit, self._read_open))
-            self._read_open = None
+        them, its read index fixed now (at least the commit index when each of its reads came).
+        Returns whether a round goes out (then every follower must get an AppendEntries)."""
+        if self._read_open is None:
+            return False
+        self._read_seq += 1
+        self._read_rounds.append((self._read_seq, self.log.commit, self._read_open))
+        self._read_open = None
+        return True
 
     def _on_read_ack(self, pr: Progress, read_ctx: int) -> None:
         """A follower replied in our term echoing ``read_ctx``; answer every round a majority saw."""

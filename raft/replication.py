@@ -219,8 +219,12 @@ class Replication:
                 return True
         return False
 
-    def _flush_replication(self) -> None:
-        """Send each follower what it needs: new entries, a heartbeat, or a snapshot."""
+    def _flush_replication(self, read_round: bool = False) -> None:
+        """Send each follower what it needs: new entries, a heartbeat, or a snapshot.
+
+        With ``read_round`` (a ReadIndex round goes out, see :mod:`raft.reads`) every follower that
+        gets no entries gets an empty AppendEntries, as for a heartbeat, but without unpausing probes
+        or resending snapshots: a busy reader must not multiply the snapshot traffic."""
         heartbeat = self._heartbeat_due
         notify_commit = self._commit_notify_due
         self._heartbeat_due = False
@@ -255,7 +259,7 @@ class Replication:
                 self._send_append(peer, pr.next_index, hi)
                 pr.paused = True
                 sent = True
-            if not sent and (heartbeat or (notify_commit and pr.commit_sent < commit)):
+            if not sent and (heartbeat or read_round or (notify_commit and pr.commit_sent < commit)):
                 self._send_append(peer, pr.next_index, pr.next_index - 1)
 
     def _send_append(self, peer: int, lo: int, hi: int) -> None:

@@ -186,3 +186,14 @@ def test_single_peer_answers_at_once():
     n.ready()
     assert n.read_index("r") is True
     assert n.ready().read_states == (ReadState(1, "r"),)
+
+
+def test_a_read_round_does_not_resend_snapshots_or_unpause_probes():
+    """A read round sends an empty AppendEntries where nothing else goes, unlike a heartbeat it leaves
+    a follower that is being sent a snapshot alone (a busy reader must not multiply snapshot traffic)."""
+    c = lead()
+    leader = c.nodes[0]
+    leader.progress[2].become_snapshot()
+    leader.read_index("r")
+    msgs = leader.ready().messages
+    assert [(type(m).__name__, m.dst, m.read_ctx) for m in msgs] == [("AppendEntries", 1, 1)]
