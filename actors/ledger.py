@@ -41,17 +41,19 @@ kept and fails the test; later ones are listed after it):
 A peer killed with ``ray.kill`` loses only the reports it had not yet sent (those of its last window
 at most); everything it reported before is kept.
 
-Planted faults: ``RAYKV_PLANT`` (or ``pytest --plant``) names deliberately broken rules, comma
-separated; :func:`planted_from_env` reads it and each harness switches on, in every peer it starts
-or restarts, those that concern it (the core's :data:`raft.sim.config.FAULTS`, the KV service's in
-:mod:`actors.kv_harness`).
+One harness may run several Raft groups (the sharded KV's: a controller and three shard groups);
+its peers report to one :class:`LedgerBook` actor, which keeps an :class:`ApplyLedger` per group
+(keyed by the group's peer-name prefix, such as ``server-101-``) and the violations of all of them
+in the order it saw them.
+
+Planted faults: a peer switches on the core faults in ``spec.extra["faults"]`` at every start;
+which ones is the harness's choice (see :mod:`raykv.testing.faults`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import pickle
 import time
 from typing import Any
@@ -61,21 +63,12 @@ import ray
 from actors.replica import ReplicaActor, ReplicaSpec
 from raft import NO_VOTE
 
-#: The environment variable naming the planted faults of a test run.
-PLANT_ENV = "RAYKV_PLANT"
-
 #: How many violations the ledger keeps after the first (the first is the one that matters).
 MAX_FAILURES = 20
 
 #: By default a peer sends its reports at most once per this many seconds (the first at once);
 #: ``spec.extra["report_window_s"]`` overrides it.
 REPORT_WINDOW_S = 0.02
-
-
-def planted_from_env() -> frozenset[str]:
-    """The fault names in ``RAYKV_PLANT`` (comma separated; empty or unset: none)."""
-    raw = os.environ.get(PLANT_ENV, "")
-    return frozenset(name.strip() for name in raw.split(",") if name.strip())
 
 
 #: results up to this many pickled bytes travel to the ledger whole (to be shown on a mismatch)
@@ -102,8 +95,8 @@ def _shown(result: Any) -> str:
 
 
 class ApplyLedger:
-    """The record and its checks (see the module docstring). Use it as the Ray actor
-    :data:`ApplyLedgerActor`; the plain class is usable in-process for unit tests.
+    """The record of one Raft group and its checks (see the module docstring). Harnesses keep one per
+    group in a :class:`LedgerBook` actor; the plain class is usable in-process for unit tests.
 
     ``prefix`` names peers in messages: ``peer`` gives ``peer3 (incarnation 2)``.
     """
@@ -299,9 +292,60 @@ class ApplyLedger:
         return list(self.failures), counts
 
 
-#: The ledger as a Ray actor. Synchronous, one call at a time: the calls of one peer run in the order
+class LedgerBook:
+    """The ledgers of one harness: an :class:`ApplyLedger` per Raft group, keyed by the group's
+    peer-name prefix (``peer``, ``server``, ``ctlr-...-``, ``server-101-``), made on the group's first
+    report. Use it as the Ray actor :data:`LedgerBookActor`, one per harness.
+
+    Violations of every group are kept in the order the book saw them (the first fails the test);
+    each names its peers with their group's prefix, so it says which group it is about.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.ledgers: dict[str, ApplyLedger] = {}
+        self.failures: list[str] = []
+
+    def ledger(self, group: str) -> ApplyLedger:
+        led = self.ledgers.get(group)
+        if led is None:
+            led = self.ledgers[group] = ApplyLedger(group)
+            led.t0 = self.t0  # one clock for every group's messages
+        return led
+
+    def report(self, records: list[tuple], group: str = "peer") -> None:
+        """A peer of ``group`` reports ``records`` (see :meth:`ApplyLedger.report`)."""
+        led = self.ledger(group)
+        seen = len(led.failures)
+        led.report(records)
+        if len(self.failures) <= MAX_FAILURES:
+            self.failures.extend(led.failures[seen:])
+
+    def failure(self) -> str | None:
+        """The first violation in any group, or ``None``."""
+        return self.failures[0] if self.failures else None
+
+    def committed(self, index: int, group: str = "peer") -> tuple[int, Any, str | None]:
+        """``group``'s :meth:`ApplyLedger.committed`, with the first violation in any group."""
+        count, command, _ = self.ledger(group).committed(index)
+        return count, command, self.failure()
+
+    def applied_by(self, peer: int, group: str = "peer") -> dict[int, Any]:
+        return self.ledger(group).applied_by(peer)
+
+    def verdict(self) -> tuple[list[str], dict[str, int]]:
+        """Every violation kept, in order, and the counts summed over the groups (``groups``: how
+        many reported)."""
+        counts: dict[str, int] = {"groups": len(self.ledgers)}
+        for led in self.ledgers.values():
+            for k, v in led.verdict()[1].items():
+                counts[k] = counts.get(k, 0) + v
+        return list(self.failures), counts
+
+
+#: The book as a Ray actor. Synchronous, one call at a time: the calls of one peer run in the order
 #: it made them, which the in-order check relies on.
-ApplyLedgerActor = ray.remote(num_cpus=0, max_concurrency=1, max_restarts=0)(ApplyLedger)
+LedgerBookActor = ray.remote(num_cpus=0, max_concurrency=1, max_restarts=0)(LedgerBook)
 
 
 def _log_runs(core: Any) -> tuple[list[tuple[int, int]], int]:
@@ -316,8 +360,9 @@ def _log_runs(core: Any) -> tuple[list[tuple[int, int]], int]:
 
 
 class LedgerReplica(ReplicaActor):
-    """A replica that reports to the ledger in ``spec.extra["ledger"]`` and switches on the core
-    faults in ``spec.extra["faults"]`` at every start, before the restarted core takes a step.
+    """A replica that reports to the :class:`LedgerBook` in ``spec.extra["ledger"]``, as a peer of
+    the group ``spec.extra["ledger_group"]`` (default ``peer``), and switches on the core faults in
+    ``spec.extra["faults"]`` at every start, before the restarted core takes a step.
     Combine it with a service replica by putting it first: ``class X(LedgerReplica, KVReplica)``.
 
     Reports are collected while ``Ready`` batches are drained and sent in one call after the current
@@ -330,6 +375,7 @@ class LedgerReplica(ReplicaActor):
     def __init__(self, spec: ReplicaSpec) -> None:
         super().__init__(spec)
         self._ledger = spec.extra.get("ledger")
+        self._ledger_group = str(spec.extra.get("ledger_group", "peer"))
         self._ledger_pending: list[tuple] = []
         self._ledger_flush_scheduled = False
         self._ledger_last_flush = float("-inf")
@@ -409,4 +455,4 @@ class LedgerReplica(ReplicaActor):
 
     def _ledger_send(self, records: list[tuple]) -> None:
         if self._ledger is not None:
-            self._ledger.report.remote(records)
+            self._ledger.report.remote(records, self._ledger_group)

@@ -13,12 +13,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--plant", default=None, metavar="FAULT[,FAULT...]",
         help="switch on deliberately broken rules in every peer the Ray harnesses start, to prove "
-             "that the tests catch them (sets RAYKV_PLANT; names: raft.sim.config.FAULTS and "
-             "raykv.testing.kv_harness.KV_FAULTS)")
+             "that the tests catch them (sets RAYKV_PLANT; names: raykv.testing.faults, the core's, "
+             "the KV service's, the shard controller's and the sharded KV's)")
 
 
-#: the environment variable the harnesses read (``actors.ledger.PLANT_ENV``; not imported here, so
-#: that runs without planted faults do not pay for importing Ray)
+#: the environment variable the harnesses read (``raykv.testing.faults.PLANT_ENV``; not imported
+#: here, so that runs without planted faults do not pay for importing raykv and Ray)
 PLANT_ENV = "RAYKV_PLANT"
 
 
@@ -28,14 +28,11 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[PLANT_ENV] = plant
     if not os.environ.get(PLANT_ENV, "").strip():
         return
-    from actors.ledger import planted_from_env
-    from raft.sim.config import FAULTS
-    from raykv.testing.kv_harness import KV_FAULTS
+    from raykv.testing.faults import planted_from_env, unknown_faults
 
-    unknown = planted_from_env() - FAULTS - KV_FAULTS
-    if unknown:
-        raise pytest.UsageError(f"unknown planted fault(s) {sorted(unknown)}; known: "
-                                f"{sorted(FAULTS | KV_FAULTS)}")
+    problem = unknown_faults(planted_from_env())
+    if problem is not None:
+        raise pytest.UsageError(f"--plant / {PLANT_ENV}: {problem}")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -62,7 +59,8 @@ def ray_session() -> Iterator[None]:
 
 @pytest.fixture
 def raft_harness(ray_session: None) -> Iterator[Callable[..., Any]]:
-    """Factory for :class:`raykv.testing.raft_harness.RaftHarness`; checks and kills every harness it made."""
+    """Factory for :class:`raykv.testing.raft_harness.RaftHarness`; checks and kills every harness it
+    made."""
     from raykv.testing.raft_harness import RaftHarness
 
     made: list[RaftHarness] = []

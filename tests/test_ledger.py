@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.ledger import ApplyLedger, planted_from_env, result_digest
+from actors.ledger import ApplyLedger, LedgerBook, result_digest
 from raft import NO_VOTE
 
 
@@ -166,7 +166,30 @@ def test_a_leader_committing_an_earlier_terms_entry_by_counting_is_caught() -> N
 
 
 def test_planted_faults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raykv.testing.faults import planted_from_env
+
     monkeypatch.setenv("RAYKV_PLANT", " commit_old_term, kv_no_dedup ,")
     assert planted_from_env() == {"commit_old_term", "kv_no_dedup"}
     monkeypatch.delenv("RAYKV_PLANT")
     assert planted_from_env() == frozenset()
+
+
+def test_a_book_keeps_one_ledger_per_group_and_every_violation_in_order() -> None:
+    book = LedgerBook()
+    # two groups that both use index 1 for different commands: no violation (separate logs)
+    book.report([start(0, 1), apply(0, 1, 1, 1, "ctrl-a")], "ctlr-x-")
+    book.report([start(0, 1), apply(0, 1, 1, 1, "kv-a")], "server-100-")
+    assert book.failure() is None
+    assert book.committed(1, "ctlr-x-") == (1, "ctrl-a", None)
+    assert book.committed(1, "server-100-") == (1, "kv-a", None)
+    # a divergence in the second group, then one in the first: both kept, in the order seen
+    book.report([start(1, 1), apply(1, 1, 1, 1, "kv-b")], "server-100-")
+    book.report([start(2, 1), apply(2, 1, 1, 1, "ctrl-b")], "ctlr-x-")
+    failures, counts = book.verdict()
+    assert len(failures) == 2
+    assert "server-100-1 (incarnation 1)" in failures[0] and "server-100-0" in failures[0]
+    assert "ctlr-x-2 (incarnation 1)" in failures[1]
+    assert book.failure() == failures[0]
+    assert book.committed(1, "ctlr-x-")[2] == failures[0]  # the first violation of any group
+    assert counts["groups"] == 2 and counts["applied"] == 4 and counts["starts"] == 4
+    assert book.applied_by(1, "server-100-") == {1: "kv-a"}

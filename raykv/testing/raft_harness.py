@@ -7,12 +7,16 @@ one :class:`~actors.network.FaultyNetwork` actor, and offers the reference's ope
 ``one``, ``log_size`` and the RPC counters. Every failure raises ``AssertionError`` with a message
 naming what was expected.
 
-The tester's record of what was applied is an :class:`~actors.ledger.ApplyLedger` actor: every peer
+The tester's record of what was applied is a :class:`~actors.ledger.LedgerBook` actor: every peer
 reports each entry it applies (and each snapshot it restores, each restart, crash and election) as
 it happens, and the ledger checks each report against everything before it (see :mod:`actors.ledger`
 for the checks). ``n_committed`` asks the ledger; any violation it has seen fails the next harness
-query and the test's teardown. ``faults`` (default: the core faults named in ``RAYKV_PLANT``) are
-switched on in every peer at every start, for proving that the tests catch them.
+query and the test's teardown. ``faults`` (default: the core faults named in ``RAYKV_PLANT``; see
+:mod:`raykv.testing.faults`) are switched on in every peer at every start, for proving that the tests
+catch them.
+
+The limits and helpers here (:data:`CALL_DEADLINE_S`, :func:`get_with_deadline`,
+:func:`ledger_replica_actor`) are shared by every harness in :mod:`raykv.testing`.
 
 The harness is synchronous (it is driven from a test's thread); it only ever blocks on ``ray.get``
 with a deadline, never inside an actor. It can be used from several threads at once (the churn and
@@ -31,12 +35,13 @@ from typing import Any
 
 import ray
 
-from actors.ledger import ApplyLedgerActor, LedgerReplica, planted_from_env
+from actors.ledger import LedgerBookActor, LedgerReplica
 from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec
 from actors.statemachine import ApplyRecorder
 from actors.storage import FileStorage, MemoryStorage
 from raft.sim.config import FAULTS
+from raykv.testing.faults import planted
 
 #: "elections should complete within one second" (the reference's RaftElectionTimeout)
 ELECTION_TIMEOUT_S = 1.0
@@ -57,19 +62,29 @@ _get = get_with_deadline
 def core_faults(faults: Iterable[str] | None) -> frozenset[str]:
     """The core faults to plant: ``faults`` (each must be a core fault), or by default those named in
     ``RAYKV_PLANT`` (names meant for a service harness are left to it)."""
-    if faults is None:
-        return planted_from_env() & FAULTS
-    chosen = frozenset(faults)
-    unknown = chosen - FAULTS
-    if unknown:
-        raise ValueError(f"unknown core fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
-    return chosen
+    return planted(faults, FAULTS)
 
 
 def ledger_replica_actor(cls: type = LedgerReplica, max_concurrency: int = 1000) -> Any:
     """The Ray actor class for a ledger-reporting replica: async, no CPU reserved, no retries."""
     return ray.remote(num_cpus=0, max_concurrency=max_concurrency, max_restarts=0,
                       max_task_retries=0)(cls)
+
+
+def raise_if_violated(failure: str | None) -> None:
+    """Fail the test with the ledger's first violation, if it has one."""
+    if failure is not None:
+        raise AssertionError(f"the ledger saw a violation: {failure}")
+
+
+def verdict_or_raise(ledger: Any) -> dict[str, int]:
+    """The ledger's verdict: its counts, or an AssertionError naming the first violation (and a few of
+    those after it)."""
+    failures, counts = _get(ledger.verdict.remote())
+    if failures:
+        more = f" (and {len(failures) - 1} more: {'; '.join(failures[1:4])})" if len(failures) > 1 else ""
+        raise AssertionError(f"the ledger saw a violation: {failures[0]}{more}")
+    return counts
 
 
 class RaftHarness:
@@ -95,7 +110,7 @@ class RaftHarness:
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
         self.net = FaultyNetwork.remote(seed=self.rng.randrange(2**31))
-        self.ledger = ApplyLedgerActor.remote("peer")
+        self.ledger = LedgerBookActor.remote()
         _get([self.net.set_long_delays.remote(True), self.ledger.failure.remote()])
         self.actor_cls = ledger_replica_actor()
         if storage_root is not None:  # create each peer's storage; its actors open what is there
@@ -112,8 +127,8 @@ class RaftHarness:
                 tick_s=tick_s,
                 seed=self.rng.randrange(2**31),
                 # every turn: one() polls the ledger for what was applied, so it must be fresh
-                extra={"ledger": self.ledger, "faults": tuple(sorted(self.faults)),
-                       "report_window_s": 0.0},
+                extra={"ledger": self.ledger, "ledger_group": "peer",
+                       "faults": tuple(sorted(self.faults)), "report_window_s": 0.0},
             )
             for i in range(n)
         ]
@@ -133,7 +148,7 @@ class RaftHarness:
             _get(self.net.set_reliable.remote(False))
 
     # ------------------------------------------------------------------------------------------
-    # Crash, restart, connectivity
+    # Peers and links: crash, restart, connectivity
     # ------------------------------------------------------------------------------------------
 
     def crash1(self, i: int) -> None:
@@ -209,18 +224,14 @@ class RaftHarness:
         _get(self.net.set_long_reordering.remote(on))
 
     # ------------------------------------------------------------------------------------------
-    # Checks
+    # Queries
     # ------------------------------------------------------------------------------------------
-
-    def _raise_if_violated(self, failure: str | None) -> None:
-        if failure is not None:
-            raise AssertionError(f"the ledger saw a violation: {failure}")
 
     def states(self, peers: list[int]) -> list[tuple[int, bool]]:
         """``(term, is_leader)`` of each of ``peers`` (and a check of the ledger, in the same round)."""
         *answers, failure = _get([self.replicas[i].get_state.remote() for i in peers]
                                  + [self.ledger.failure.remote()])
-        self._raise_if_violated(failure)
+        raise_if_violated(failure)
         return answers
 
     def check_one_leader(self) -> int:
@@ -254,7 +265,7 @@ class RaftHarness:
         """How many peers have applied ``index`` (ever, crashed or killed ones included, as the
         reference counts), and the command. Any violation the ledger has seen fails the test."""
         count, cmd, failure = _get(self.ledger.committed.remote(index))
-        self._raise_if_violated(failure)
+        raise_if_violated(failure)
         return count, cmd
 
     def applied_by(self, i: int) -> dict[int, Any]:
@@ -316,7 +327,7 @@ class RaftHarness:
         """Start several commands at once (one round of concurrent calls, with a ledger check)."""
         *answers, failure = _get([self.replicas[i].start_command.remote(cmd) for i, cmd in starts]
                                  + [self.ledger.failure.remote()])
-        self._raise_if_violated(failure)
+        raise_if_violated(failure)
         return answers
 
     def log_size(self) -> int:
@@ -335,13 +346,14 @@ class RaftHarness:
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
+    # ------------------------------------------------------------------------------------------
+    # Checks and teardown
+    # ------------------------------------------------------------------------------------------
+
     def check_applied_logs(self) -> None:
         """The ledger's verdict on everything every peer ever applied (see :mod:`actors.ledger`):
         the first violation, naming both peers by id, the index, both commands and their terms."""
-        failures, _ = _get(self.ledger.verdict.remote())
-        if failures:
-            more = f" (and {len(failures) - 1} more: {'; '.join(failures[1:4])})" if len(failures) > 1 else ""
-            raise AssertionError(f"the ledger saw a violation: {failures[0]}{more}")
+        verdict_or_raise(self.ledger)
 
     def cleanup(self) -> None:
         """Check the ledger, the peers' handlers and the time limit, then kill every actor."""

@@ -23,8 +23,17 @@ operations:
 The servers reach the controller and each other through the same network, by name, with ends of
 their own (:class:`~shardkv.endpoints.NetworkRouter`).
 
-Planted faults (``faults``, default: the comma-separated names in ``RAYKV_SHARDKV_PLANT``), broken
-rules switched on in every server, to show that the tests catch them (:data:`SHARDKV_FAULTS`):
+Every server of every group, and every controller server, reports what it applies to the harness's
+one :class:`~actors.ledger.LedgerBook` (a ledger per Raft group, named by its servers' prefix:
+``server-101-``, ``ctlr-...-``), with the same checks as the other harnesses (state machine safety
+with result digests, in-order apply, election safety, leader completeness, the commit rule,
+persistence across restarts; see :mod:`actors.ledger`). A violation fails the next ``join`` /
+``leave`` / ``query`` / ``check_logs`` and the teardown.
+
+Planted faults (``faults``, default: those named in ``RAYKV_PLANT``; see :mod:`raykv.testing.faults`),
+switched on in every server at every start: the core's (in the controller's servers too), the
+controller's (:data:`~raykv.testing.faults.CTRL_FAULTS`, in its controller services), and broken
+rules of the sharded KV (:data:`~raykv.testing.faults.SHARDKV_FAULTS`):
 
 - ``skv_no_gc``: a group never asks the previous holder to delete the shards it installed, so moved
   shards are kept forever (and, since the group never settles, it never takes the next configuration);
@@ -33,9 +42,15 @@ rules switched on in every server, to show that the tests catch them (:data:`SHA
 - ``skv_no_dedup_move``: shards move without their dedup tables, so a retried Put or Append that the
   old owner applied is applied again by the new one;
 - ``skv_serve_leaving``: a group keeps serving shards that are leaving it, so writes land on a copy
-  that has been (or is being) handed over. Every blocking call has a deadline
-(:data:`CALL_DEADLINE_S`); failures raise ``AssertionError``. Synchronous; usable from several
-threads at once. The limits are the Raft harness's (:mod:`raykv.testing.raft_harness`), imported, not copied.
+  that has been (or is being) handed over;
+- ``skv_serve_arriving``: a group serves a shard as soon as the configuration gives it, before its
+  data has arrived (reads see an empty shard; writes are lost when the data is installed over them);
+- ``skv_wait_all``: a group serves none of the shards it gains until all of them have arrived
+  (challenge 2 asks for each shard to be served as soon as it has arrived).
+
+Every blocking call has a deadline (:data:`CALL_DEADLINE_S`); failures raise ``AssertionError``.
+Synchronous; usable from several threads at once. The limits are the Raft harness's
+(:mod:`raykv.testing.raft_harness`), imported, not copied.
 """
 
 from __future__ import annotations
@@ -54,20 +69,25 @@ from typing import Any
 
 import ray
 
+from actors.ledger import LedgerBookActor, LedgerReplica
 from actors.network import FaultyNetwork
 from actors.replica import ReplicaSpec
 from linearizability import KVModel, Recorder, Verdict, write_html
 from linearizability import check as check_linearizable
+from raft.sim.config import FAULTS as CORE_FAULTS
 from raykv.testing.ctrler_harness import CtrlerHarness
+from raykv.testing.faults import CTRL_FAULTS, SHARDKV_FAULTS, planted
 from raykv.testing.raft_harness import CALL_DEADLINE_S as CALL_DEADLINE_S
 from raykv.testing.raft_harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
-from raykv.testing.raft_harness import TEST_TIME_LIMIT_S, get_with_deadline
+from raykv.testing.raft_harness import TEST_TIME_LIMIT_S, get_with_deadline, ledger_replica_actor
+from raykv.testing.service_harness import SERVICE_REPORT_WINDOW_S, raise_if_violated, verdict_or_raise
 from shardctrler.config import NSHARDS
 from shardkv.async_clerk import AsyncClerk
 from shardkv.clerk import Clerk
 from shardkv.endpoints import NetworkRouter
-from shardkv.server import ShardKVReplica, shardkv_replica_actor
-from shardkv.statemachine import LEAVING, SERVING, ShardKVStateMachine
+from shardkv.ops import WRONG_GROUP, op_problem
+from shardkv.server import ShardKVReplica
+from shardkv.statemachine import ARRIVING, LEAVING, SERVING, ShardKVStateMachine
 
 #: how long a test clerk waits for one server before trying the next
 CLERK_ATTEMPT_TIMEOUT_S = 1.0
@@ -82,22 +102,10 @@ GID_BASE = 100
 
 _get = get_with_deadline
 
-#: the environment variable naming the planted faults of a run (comma separated)
-PLANT_ENV = "RAYKV_SHARDKV_PLANT"
-#: the faults the harness can plant (see the module docstring)
-SHARDKV_FAULTS: frozenset[str] = frozenset({"skv_no_gc", "skv_keep_deleted", "skv_no_dedup_move",
-                                            "skv_serve_leaving"})
-
-
 def shardkv_faults(faults: Iterable[str] | None) -> frozenset[str]:
-    """The faults to plant: ``faults``, or by default those named in :data:`PLANT_ENV`."""
-    if faults is None:
-        faults = [f.strip() for f in os.environ.get(PLANT_ENV, "").split(",") if f.strip()]
-    chosen = frozenset(faults)
-    unknown = chosen - SHARDKV_FAULTS
-    if unknown:
-        raise ValueError(f"unknown shardkv fault(s) {sorted(unknown)}; known: {sorted(SHARDKV_FAULTS)}")
-    return chosen
+    """The faults to plant: ``faults`` (core, controller or sharded-KV faults), or by default those in
+    ``RAYKV_PLANT`` that concern the sharded KV or its controller."""
+    return planted(faults, CORE_FAULTS | CTRL_FAULTS.keys() | SHARDKV_FAULTS.keys())
 
 
 class NoDedupMoveStateMachine(ShardKVStateMachine):
@@ -153,7 +161,65 @@ class ServeLeavingStateMachine(ShardKVStateMachine):
         return super().serves(shard) or (sh is not None and sh.status == LEAVING)
 
 
-class NoGCShardKVReplica(ShardKVReplica):
+class ServeArrivingStateMachine(ShardKVStateMachine):
+    """Planted fault ``skv_serve_arriving``: client operations on an arriving shard are applied (to
+    the empty placeholder that the install later replaces)."""
+
+    def _apply_op(self, op: Any) -> Any:
+        arriving = [sh for sh in self.shards.values() if sh.status == ARRIVING]
+        for sh in arriving:
+            sh.status = SERVING
+        try:
+            return super()._apply_op(op)
+        finally:
+            for sh in arriving:
+                sh.status = ARRIVING
+
+    def serves(self, shard: int) -> bool:
+        sh = self.shards.get(shard)
+        return super().serves(shard) or (sh is not None and sh.status == ARRIVING)
+
+
+class WaitAllStateMachine(ShardKVStateMachine):
+    """Planted fault ``skv_wait_all``: while any shard is arriving, no client operation is applied."""
+
+    def _waiting(self) -> bool:
+        return any(sh.status == ARRIVING for sh in self.shards.values())
+
+    def _apply_op(self, op: Any) -> Any:
+        if op_problem(op, self.nshards) is None and self._waiting():
+            return WRONG_GROUP
+        return super()._apply_op(op)
+
+    def serves(self, shard: int) -> bool:
+        return super().serves(shard) and not self._waiting()
+
+
+#: the planted faults that are state machine classes, in the order they are combined
+_SM_FAULTS: dict[str, type[ShardKVStateMachine]] = {
+    "skv_no_dedup_move": NoDedupMoveStateMachine,
+    "skv_keep_deleted": KeepDeletedStateMachine,
+    "skv_serve_leaving": ServeLeavingStateMachine,
+    "skv_serve_arriving": ServeArrivingStateMachine,
+    "skv_wait_all": WaitAllStateMachine,
+}
+
+
+def shardkv_state_machine(faults: Iterable[str]) -> type[ShardKVStateMachine]:
+    """The state machine class carrying the planted faults among ``faults`` (several combine)."""
+    chosen = [cls for name, cls in _SM_FAULTS.items() if name in frozenset(faults)]
+    if not chosen:
+        return ShardKVStateMachine
+    if len(chosen) == 1:
+        return chosen[0]
+    return type("PlantedStateMachine", tuple(reversed(chosen)), {})
+
+
+class HarnessShardKVReplica(LedgerReplica, ShardKVReplica):
+    """The harness's shard group server: a :class:`ShardKVReplica` that reports to the ledger."""
+
+
+class NoGCShardKVReplica(HarnessShardKVReplica):
     """Planted fault ``skv_no_gc``: never asks a previous holder to delete what was installed."""
 
     async def _collect(self, inc: int, num: int, peer: int, shards: tuple[int, ...]) -> None:
@@ -203,26 +269,23 @@ class ShardKVHarness:
         self.rng = random.Random(self.seed)
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
+        self.tick_s = tick_s
         self.net = FaultyNetwork.remote(seed=self.rng.randrange(2**31))
-        self.ctrl = CtrlerHarness(3, network=self.net, name=self._ctrler_name(), nshards=nshards,
-                                  seed=self.rng.randrange(2**31), tick_s=tick_s)
-        self.ctrlers: list[CtrlerHarness] = [self.ctrl]
+        self.ledger = LedgerBookActor.remote()
+        self.ctrlers: list[CtrlerHarness] = []
+        self.ctrl = self.start_ctrler_service()
         self.mck = self.ctrl.make_client()
-        actor_cls = (ray.remote(num_cpus=0, max_concurrency=1000, max_restarts=0, max_task_retries=0)(
-            NoGCShardKVReplica) if "skv_no_gc" in self.faults else shardkv_replica_actor())
-        sm_cls: type[ShardKVStateMachine] = ShardKVStateMachine
-        if "skv_no_dedup_move" in self.faults:
-            sm_cls = NoDedupMoveStateMachine
-        if "skv_keep_deleted" in self.faults:
-            sm_cls = KeepDeletedStateMachine if sm_cls is ShardKVStateMachine else type(
-                "PlantedStateMachine", (KeepDeletedStateMachine, sm_cls), {})
-        if "skv_serve_leaving" in self.faults:
-            sm_cls = ServeLeavingStateMachine if sm_cls is ShardKVStateMachine else type(
-                "PlantedStateMachine", (ServeLeavingStateMachine, sm_cls), {})
+        actor_cls = ledger_replica_actor(NoGCShardKVReplica if "skv_no_gc" in self.faults
+                                         else HarnessShardKVReplica)
+        sm_cls = shardkv_state_machine(self.faults)
         self.groups: list[_Group] = []
         for gi in range(ngroups):
             g = _Group(GID_BASE + gi, n)
-            extra = {"gid": g.gid, "ctrlers": self.ctrl.names, "routing": ("network", self.net)}
+            extra = {"gid": g.gid, "ctrlers": self.ctrl.names, "routing": ("network", self.net),
+                     "ledger": self.ledger, "ledger_group": f"server-{g.gid}-",
+                     "faults": tuple(sorted(self.faults & CORE_FAULTS)),
+                     "service_faults": tuple(sorted(self.faults & SHARDKV_FAULTS.keys())),
+                     "report_window_s": SERVICE_REPORT_WINDOW_S}
             g.replicas = [
                 actor_cls.remote(ReplicaSpec(
                     name=self.server_name(gi, i),
@@ -277,17 +340,21 @@ class ShardKVHarness:
         """Join the groups ``gis`` in one configuration change (on controller ``ctrl``)."""
         ck = self.mck if ctrl is None else ctrl.make_client()
         ck.join({self.gid(gi): self.names(gi) for gi in gis}, timeout=CALL_DEADLINE_S)
+        self.check_ledger()
 
     def leave(self, gi: int) -> None:
         self.leavem([gi])
 
     def leavem(self, gis: list[int]) -> None:
         self.mck.leave([self.gid(gi) for gi in gis], timeout=CALL_DEADLINE_S)
+        self.check_ledger()
 
     def start_ctrler_service(self) -> CtrlerHarness:
-        """A second controller service of 3 servers on the same network."""
-        ctl = CtrlerHarness(3, network=self.net, name=self._ctrler_name(), nshards=self.nshards,
-                            seed=self.rng.randrange(2**31))
+        """A controller service of 3 servers on the harness's network, reporting to its ledger, with
+        the planted core and controller faults (the first one made is the harness's own)."""
+        ctl = CtrlerHarness(3, network=self.net, ledger=self.ledger, name=self._ctrler_name(),
+                            nshards=self.nshards, seed=self.rng.randrange(2**31), tick_s=self.tick_s,
+                            faults=self.faults & (CORE_FAULTS | CTRL_FAULTS.keys()))
         self.ctrlers.append(ctl)
         return ctl
 
@@ -296,10 +363,12 @@ class ShardKVHarness:
         self.joinm([gi], ctl)
 
     def query(self) -> Any:
-        return self.mck.query(-1, timeout=CALL_DEADLINE_S)
+        config = self.mck.query(-1, timeout=CALL_DEADLINE_S)
+        self.check_ledger()
+        return config
 
     # ------------------------------------------------------------------------------------------
-    # Servers
+    # Servers and links
     # ------------------------------------------------------------------------------------------
 
     def shutdown_server(self, gi: int, i: int) -> None:
@@ -339,26 +408,16 @@ class ShardKVHarness:
         _get(self.net.set_reliable.remote(not unreliable))
 
     # ------------------------------------------------------------------------------------------
-    # Queries and checks
+    # Queries
     # ------------------------------------------------------------------------------------------
 
     def storage_sizes(self) -> list[list[tuple[int, int]]]:
-        """Per group, per server: (Raft state bytes, snapshot bytes)."""
-        sizes = _get([r.storage_sizes.remote() for g in self.groups for r in g.replicas])
+        """Per group, per server: (Raft state bytes, snapshot bytes); and a check of the ledger, in
+        the same round."""
+        *sizes, failure = _get([r.storage_sizes.remote() for g in self.groups for r in g.replicas]
+                               + [self.ledger.failure.remote()])
+        raise_if_violated(failure)
         return [sizes[gi * self.n:(gi + 1) * self.n] for gi in range(self.ngroups)]
-
-    def check_logs(self) -> None:
-        """The reference's ``checklogs``: with maxraftstate >= 0 every server's Raft state is at most
-        8 × maxraftstate bytes; with maxraftstate < 0 no server has a snapshot."""
-        for gi, sizes in enumerate(self.storage_sizes()):
-            for i, (raft, snap) in enumerate(sizes):
-                name = self.server_name(gi, i)
-                if self.maxraftstate >= 0:
-                    assert raft <= 8 * self.maxraftstate, (
-                        f"{name}: persisted Raft state of {raft} bytes > 8 × maxraftstate "
-                        f"({8 * self.maxraftstate})")
-                else:
-                    assert snap == 0, f"{name}: snapshot of {snap} bytes, but maxraftstate is -1"
 
     def total_persisted(self) -> int:
         """Raft state + snapshot bytes, summed over every server of every group."""
@@ -394,14 +453,41 @@ class ShardKVHarness:
         return time.monotonic() - self.t0
 
     def summary(self) -> str:
-        st = _get(self.net.stats.remote())
+        st, (_, counts) = _get([self.net.stats.remote(), self.ledger.verdict.remote()])
         planted = f"  planted {','.join(sorted(self.faults))}" if self.faults else ""
         return (f"{self.elapsed():5.1f}s  groups {self.ngroups}×{self.n}  rpcs {st.get('total_count')}  "
-                f"bytes {st.get('total_bytes')}  handler errors {st.get('handler_errors')}{planted}")
+                f"bytes {st.get('total_bytes')}  handler errors {st.get('handler_errors')}  "
+                f"ledger {counts}{planted}")
+
+    # ------------------------------------------------------------------------------------------
+    # Checks and teardown
+    # ------------------------------------------------------------------------------------------
+
+    def check_ledger(self) -> None:
+        """Fail with the ledger's first violation, if any (one call)."""
+        raise_if_violated(_get(self.ledger.failure.remote()))
+
+    def check_logs(self) -> None:
+        """The reference's ``checklogs``: with maxraftstate >= 0 every server's Raft state is at most
+        8 × maxraftstate bytes; with maxraftstate < 0 no server has a snapshot."""
+        for gi, sizes in enumerate(self.storage_sizes()):
+            for i, (raft, snap) in enumerate(sizes):
+                name = self.server_name(gi, i)
+                if self.maxraftstate >= 0:
+                    assert raft <= 8 * self.maxraftstate, (
+                        f"{name}: persisted Raft state of {raft} bytes > 8 × maxraftstate "
+                        f"({8 * self.maxraftstate})")
+                else:
+                    assert snap == 0, f"{name}: snapshot of {snap} bytes, but maxraftstate is -1"
+
+    def check_applied_logs(self) -> None:
+        """The ledger's verdict on everything every server (controller's included) ever applied."""
+        verdict_or_raise(self.ledger)
 
     def cleanup(self) -> None:
-        """Check for handler errors and the time limit, then kill every actor."""
+        """Check the ledger, handler errors and the time limit, then kill every actor."""
         try:
+            self.check_applied_logs()
             st = _get(self.net.stats.remote())
             assert st["handler_errors"] == 0, (
                 f"{st['handler_errors']} server handlers raised (see the ERROR log of raykv.network)")
@@ -417,6 +503,7 @@ class ShardKVHarness:
         for g in self.groups:
             for r in g.replicas:
                 ray.kill(r, no_restart=True)
+        ray.kill(self.ledger, no_restart=True)
 
 
 # ------------------------------------------------------------------------------------------------
