@@ -8,6 +8,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,8 @@ def _schedules(args: argparse.Namespace) -> tuple[list[Any], str]:
 
     if args.replay is not None:
         sched = Schedule.load(args.replay)
+        if sched.setup.nodes == 0 and args.address is None:  # recorded on an existing runtime
+            sched = replace(sched, setup=replace(sched.setup, nodes=args.nodes))
         return [sched], f"raykv torture --replay {args.replay}"
     faults = parse_faults(args.faults)
     if "node-loss" in faults:
@@ -186,9 +189,13 @@ def run(args: argparse.Namespace) -> int:
              f"{s.setup.nodes} worker nodes") + f"; output {out}/", flush=True)
     print(f"same run again: {command}", flush=True)
     t = time.monotonic()
-    results = run_torture(scheds, out, address=args.address, op_timeout=args.op_timeout,
-                          check_timeout=args.check_timeout, keep_all=args.keep_all,
-                          progress=not args.no_progress)
+    try:
+        results = run_torture(scheds, out, address=args.address, op_timeout=args.op_timeout,
+                              check_timeout=args.check_timeout, keep_all=args.keep_all,
+                              progress=not args.no_progress)
+    except Exception as exc:  # the cluster could not be started or reached
+        print(f"raykv torture: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     failed = [r for r in results if not r.ok]
     print(f"{len(results)} campaigns in {time.monotonic() - t:.0f} s: {len(results) - len(failed)} passed, "
           f"{len(failed)} failed; {sum(r.ops for r in results)} operations, "
