@@ -19,8 +19,8 @@ import pickle
 from typing import Any
 
 import pytest
+from test_kvraft_validation import _solo_leader
 
-from actors.replica import ReplicaSpec
 from actors.service_protocol import (
     INVALID,
     NO_ANSWER,
@@ -78,17 +78,6 @@ def test_every_clerk_checks_its_options_alike(options: dict[str, Any], phrase: s
             check_timeout(bad)
     check_timeout(None)
     check_timeout(0.1)
-
-
-async def _solo_leader(cls: type, **spec: Any) -> Any:
-    replica = cls(ReplicaSpec(name="solo", peer_id=0, peers=(0,), election_ticks=3, heartbeat_ticks=1,
-                              tick_s=0.005, **spec))
-    await replica.start(1, ("direct", {}))
-    for _ in range(400):
-        if replica.core is not None and replica.core.is_leader:
-            return replica
-        await asyncio.sleep(0.005)
-    raise AssertionError("a single replica did not become leader")
 
 
 def test_controller_server_core_answers_garbage_and_waits_like_kvraft() -> None:
