@@ -15,6 +15,12 @@ later resends of its batch (it may still take effect, once and atomically, from 
 but not after any later operation of this clerk has completed). A batch refused as malformed
 fails its callers with the service's :meth:`~actors.service_clerk.GroupClerkCore.rejected` error.
 
+Sessions (see :mod:`actors.service_clerk`): when the leader refuses a batch because the clerk's session
+expired, the clerk starts a new session, renumbers the operations still queued (never sent, so safe to
+renumber) and puts the batch's reads back in front of them, renumbered; the batch's writes fail with
+:class:`~actors.sessions.SessionExpiredError`. A batch resent for longer than half the session TTL
+fails the same way (and the clerk moves to a new session).
+
 The clerk belongs to the event loop it is first used on; it is not thread-safe. It never blocks the
 loop (no ``ray.get``), so an async actor may use it.
 """
@@ -29,6 +35,7 @@ from typing import Any
 from actors.service_clerk import GroupClerkCore
 from actors.service_endpoints import Endpoints
 from actors.service_protocol import INVALID, NO_ANSWER, OK
+from actors.sessions import SessionExpired
 
 
 @dataclass(eq=False, slots=True)
@@ -55,10 +62,6 @@ class AsyncGroupClerk(GroupClerkCore):
         self._queue: list[_Pending] = []
         self._sender: asyncio.Task[None] | None = None
         self.calls = 0  # calls sent (for benchmarks and tests: ops / calls is the batching factor)
-
-    def describe_op(self, op: Any) -> str:
-        """How an error message names ``op``."""
-        return repr(op)
 
     async def close(self) -> None:
         """Stop the sender; queued operations fail with ``asyncio.CancelledError``."""
@@ -106,19 +109,37 @@ class AsyncGroupClerk(GroupClerkCore):
             p.tried, p.last = tried, last
         server = self.leader
         failed_in_a_row = 0
+        attempts = 0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         while True:
             live = [p for p in batch if not p.future.done()]
             if not live:
                 return  # every caller gave up
+            if self.give_up_s is not None and loop.time() - start > self.give_up_s:
+                self._renew_session([])
+                for p in live:
+                    p.future.set_exception(self.gave_up(p.op, loop.time() - start))
+                return
             name = self.endpoints.names[server]
             if name not in tried:
                 tried.append(name)
             reply = await self._call(server, tuple(p.op for p in live))
+            attempts += 1
             if isinstance(reply, tuple) and reply[0] == OK:
                 self.leader = server
+                again: list[_Pending] = []
                 for p, result in zip(live, reply[1], strict=True):
-                    if not p.future.done():
+                    if p.future.done():
+                        continue
+                    if not isinstance(result, SessionExpired):
                         p.future.set_result(result)
+                    elif self.is_read(p.op):
+                        again.append(p)
+                    else:
+                        p.future.set_exception(self.expired(p.op, result, attempts > 1))
+                if again or any(isinstance(r, SessionExpired) for r in reply[1]):
+                    self._renew_session(again)
                 return
             if isinstance(reply, tuple) and reply[0] == INVALID:  # nothing was proposed: fail them
                 for p in live:
@@ -130,6 +151,15 @@ class AsyncGroupClerk(GroupClerkCore):
             failed_in_a_row += 1
             if failed_in_a_row % self.n == 0:
                 await asyncio.sleep(self.retry_pause)
+
+    def _renew_session(self, reads: list[_Pending]) -> None:
+        """Start a new session: ``reads`` (refused in the old one) go back to the front of the queue,
+        and everything queued is renumbered in order (none of it was ever sent)."""
+        self.new_session()
+        queue = reads + self._queue
+        for p in queue:
+            p.op = self.renumber(p.op)
+        self._queue = queue
 
     async def _call(self, server: int, ops: tuple[Any, ...]) -> Any:
         self.calls += 1

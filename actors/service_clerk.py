@@ -18,6 +18,16 @@ clerks, which route by configuration to many groups, share :class:`ClerkBase` an
 Invariant: ``seq`` only grows, and an operation's number is taken when it is submitted (after its
 checks passed), so the operations of one clerk reach the servers (and the log) in the order of their
 numbers, which the services' dedup tables rely on.
+
+Sessions (:mod:`actors.sessions`). A clerk's ``client_id`` and numbers are its *session*; the servers
+forget a session idle for longer than their ``session_ttl`` and then refuse its operations (other than
+its first) with a :class:`~actors.sessions.SessionExpired` result. The clerk then starts a new session
+(:meth:`ClerkBase.new_session`: a new ``client_id``, numbers from 1) and, for a read, simply resends it
+in the new session (reading twice is harmless); for a write it raises
+:class:`~actors.sessions.SessionExpiredError`, saying whether an earlier copy may have been applied.
+And a clerk never resends an operation for longer than half its ``session_ttl`` (it raises
+``SessionExpiredError`` instead): a copy of a session's first operation sent after the servers forgot
+the session would open it afresh and be applied again, so no such copy may exist.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from ray.exceptions import GetTimeoutError, RayError
 
 from actors.service_endpoints import Endpoints
 from actors.service_protocol import INVALID, NO_ANSWER, OK, new_client_id, next_server, outcome
+from actors.sessions import DEFAULT_SESSION_TTL_S, SessionExpired, SessionExpiredError, ttl_ms
 
 #: default seconds a clerk waits for one server before trying the next
 DEFAULT_ATTEMPT_TIMEOUT_S = 1.0
@@ -48,7 +59,9 @@ class ClerkBase:
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT_S,
         retry_pause: float = DEFAULT_RETRY_PAUSE_S,
         client_id: int | None = None,
+        session_ttl: float | None = DEFAULT_SESSION_TTL_S,
     ) -> None:
+        ttl = ttl_ms(session_ttl)
         if not attempt_timeout > 0:
             raise ValueError(f"attempt_timeout must be > 0, got {attempt_timeout}")
         if not retry_pause >= 0:
@@ -57,6 +70,16 @@ class ClerkBase:
         self.retry_pause = retry_pause
         self.client_id = new_client_id() if client_id is None else client_id
         self.seq = 0
+        self.session_ttl = session_ttl
+        #: seconds after which the clerk stops resending an operation (half the TTL; None: never)
+        self.give_up_s: float | None = ttl / 2000 if ttl else None
+        self.sessions_renewed = 0
+
+    def new_session(self) -> None:
+        """Start a new session: a new ``client_id``, numbers from 1 (after the servers forgot the old)."""
+        self.client_id = new_client_id()
+        self.seq = 0
+        self.sessions_renewed += 1
 
     def next_seq(self) -> int:
         """The number of the next operation (call it only once the operation passed its checks)."""
@@ -64,11 +87,24 @@ class ClerkBase:
         return self.seq
 
 
+def op_client(op: Any) -> int:
+    """The client id of an operation: kvraft's ``(kind, key, value, client, seq)``, the controller's
+    ``(kind, args, client, seq)`` and shardkv's ``(kind, key, value, client, seq, shard)``."""
+    return int(op[3] if len(op) in (5, 6) else op[2])
+
+
+def op_seq(op: Any) -> int:
+    """The sequence number of an operation (see :func:`op_client`)."""
+    return int(op[4] if len(op) in (5, 6) else op[3])
+
+
 class GroupClerkCore(ClerkBase):
     """A clerk of one group of servers behind ``endpoints``: leader memory and routing."""
 
     #: the service's ``TimeoutError`` subclass, built as ``(operation, timeout, servers, last)``
     timeout_error: type[TimeoutError] = TimeoutError
+    #: the service's name in a :class:`~actors.sessions.SessionExpiredError`
+    service = "service"
 
     def __init__(self, endpoints: Endpoints, **options: Any) -> None:
         super().__init__(**options)
@@ -94,6 +130,28 @@ class GroupClerkCore(ClerkBase):
         if isinstance(reply, tuple) and reply[0] == INVALID:
             raise self.rejected(self.endpoints.names[server], str(reply[1]))
 
+    def is_read(self, op: Any) -> bool:
+        """Whether ``op`` only reads (a refused read is resent in a new session, not raised)."""
+        return False
+
+    def renumber(self, op: Any) -> Any:
+        """``op`` as an operation of the current session, with the next number (the service's layout)."""
+        raise NotImplementedError
+
+    def describe_op(self, op: Any) -> str:
+        """How an error message names ``op``."""
+        return repr(op)
+
+    def expired(self, op: Any, result: SessionExpired, maybe_applied: bool) -> SessionExpiredError:
+        """The error for ``op``, refused because its session expired (the clerk has moved on)."""
+        return SessionExpiredError(self.service, self.describe_op(op), result.client_id, result.seq,
+                                   maybe_applied)
+
+    def gave_up(self, op: Any, elapsed: float) -> SessionExpiredError:
+        """The error for ``op`` after resending it for half the session TTL (the clerk moves on)."""
+        return SessionExpiredError(self.service, f"{self.describe_op(op)} (resent for {elapsed:.0f} s, "
+                                                 f"half the session TTL)", op_client(op), op_seq(op), True)
+
     def failed_attempt(self, name: str, reply: Any, wait: float) -> str:
         """What the attempt on server ``name`` came to, for error messages."""
         return f"{name}: " + (f"no answer within {wait:.2g} s" if reply == NO_ANSWER else self.outcome(reply))
@@ -113,13 +171,18 @@ class SyncGroupClerk(GroupClerkCore):
     def _send(self, ops: Any, timeout: float | None, what: str) -> list[Any]:
         """The results of ``ops`` (one per operation) from the leader that applied them; raises
         :attr:`timeout_error` once ``timeout`` passes, :meth:`rejected` for a malformed batch."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
         tried: list[str] = []
         server = self.leader
         failed_in_a_row = 0
+        attempts = 0
         last = "no attempt"
         while True:
             wait = self.attempt_timeout
+            if self.give_up_s is not None and time.monotonic() - start > self.give_up_s:
+                self.new_session()
+                raise self.gave_up(ops[0], time.monotonic() - start)
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -129,9 +192,19 @@ class SyncGroupClerk(GroupClerkCore):
             if name not in tried:
                 tried.append(name)
             reply = self._call(server, ops, wait)
+            attempts += 1
             if isinstance(reply, tuple) and reply[0] == OK:
                 self.leader = server
-                return reply[1]  # type: ignore[no-any-return]
+                results = reply[1]
+                refused = [r for r in results if isinstance(r, SessionExpired)]
+                if not refused:
+                    return results  # type: ignore[no-any-return]
+                self.new_session()
+                if not all(self.is_read(op) for op in ops):
+                    raise self.expired(ops[0], refused[0], attempts > 1)
+                ops = tuple(self.renumber(op) for op in ops)  # reads: again, in the new session
+                start, attempts = time.monotonic(), 0
+                continue
             self.check_reply(server, reply)
             last = self.failed_attempt(name, reply, wait)
             server = self.route(server, reply)

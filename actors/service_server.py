@@ -17,6 +17,11 @@ machinery of waiting is here, once:
   the batch and the answer pickled by the caller (one bytes argument costs Ray far less to move than
   nested tuples); a payload that is not a pickle is answered ``invalid`` too.
 
+Every command is proposed *stamped* (:func:`actors.sessions.stamp`) with this leader's wall-clock
+time in milliseconds and the session TTL (``spec.extra["session_ttl"]``, seconds, ``None`` for never;
+default :data:`~actors.sessions.DEFAULT_SESSION_TTL_S`): the clock is read here, in the shell, and the
+state machines take time only from their log (see :mod:`actors.sessions`).
+
 Batching happens on its own: every proposal made by the calls that arrive in one turn of the event
 loop is folded by the core into one AppendEntries per follower and persisted with one fsync.
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +42,7 @@ import ray
 
 from actors.replica import ReplicaActor, ReplicaSpec
 from actors.service_protocol import INVALID, OK, TIMEOUT, WRONG_LEADER
+from actors.sessions import DEFAULT_SESSION_TTL_S, stamp, ttl_ms
 
 #: what a waiter's future holds when its entry was lost (another leader's entry took the index)
 _LOST = object()
@@ -58,6 +65,11 @@ class ServiceReplica(ReplicaActor):
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._waiter_term = -1
         self._wait_s = float(spec.extra.get("server_wait_s", DEFAULT_SERVER_WAIT_S))
+        self._session_ttl_ms = ttl_ms(spec.extra.get("session_ttl", DEFAULT_SESSION_TTL_S))
+
+    def _stamped(self, command: Any) -> tuple:
+        """``command`` stamped with this leader's wall-clock time (ms) and the session TTL (ms)."""
+        return stamp(command, time.time_ns() // 1_000_000, self._session_ttl_ms)
 
     # -- serving a clerk's batch ------------------------------------------------------------------
 
@@ -93,7 +105,7 @@ class ServiceReplica(ReplicaActor):
         core = self.core
         if core is None:
             return None
-        index, term, is_leader = core.propose(command)
+        index, term, is_leader = core.propose(self._stamped(command))
         if not is_leader:
             return WRONG_LEADER, core.leader_id
         if term != self._waiter_term:

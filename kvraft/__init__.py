@@ -13,6 +13,7 @@
 batches. See docs/kvraft.md for the semantics (exactly-once, linearizable reads, timeouts, errors).
 """
 
+from actors.sessions import SessionExpiredError
 from kvraft.async_clerk import AsyncClerk
 from kvraft.clerk import Clerk
 from kvraft.endpoints import DirectEndpoints, NetworkEndpoints
@@ -34,6 +35,7 @@ __all__ = [
     "KVStateMachine",
     "KVTimeoutError",
     "NetworkEndpoints",
+    "SessionExpiredError",
     "kv_replica_actor",
     "start_group",
 ]

@@ -25,9 +25,9 @@ from typing import Any
 
 from actors.service_async_clerk import AsyncGroupClerk
 from actors.service_protocol import check_timeout
-from kvraft.clerk import ClerkCore, describe
+from kvraft.clerk import ClerkCore
 from kvraft.endpoints import Endpoints
-from kvraft.ops import APPEND, GET, PUT, Op
+from kvraft.ops import APPEND, GET, PUT
 
 #: default upper bound on the operations in one call
 DEFAULT_MAX_BATCH = 1024
@@ -50,9 +50,6 @@ class AsyncClerk(AsyncGroupClerk, ClerkCore):
     async def append(self, key: str, value: str, *, timeout: float | None = None) -> None:
         """Append ``value`` to the value of ``key``; returns nothing."""
         await self._submit(APPEND, key, value, timeout)
-
-    def describe_op(self, op: Op) -> str:
-        return describe(op[0], op[1])
 
     async def _submit(self, kind: int, key: Any, value: Any, timeout: float | None) -> Any:
         check_timeout(timeout)

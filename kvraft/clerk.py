@@ -13,7 +13,10 @@
 - retry until the operation completes, or until the optional per-call ``timeout`` passes, which
   raises :class:`~kvraft.errors.KVTimeoutError` (a ``TimeoutError``) naming the servers tried;
 - raise :class:`~kvraft.errors.KVRejectedError` (a ``ValueError``) at once if a server refuses the
-  batch as malformed (nothing was proposed; only a bug can cause it, so retrying would not help).
+  batch as malformed (nothing was proposed; only a bug can cause it, so retrying would not help);
+- after the servers forgot the clerk's session (idle longer than ``session_ttl``): resend a Get in a
+  new session, and raise :class:`~actors.sessions.SessionExpiredError` for a Put or Append (see
+  :mod:`actors.service_clerk`); the clerk's next call works.
 
 The identity, routing and retry loop are the shared clerk core (:mod:`actors.service_clerk`); this
 module adds the KV operations and their checks.
@@ -64,6 +67,7 @@ class ClerkCore(GroupClerkCore):
     """
 
     timeout_error = KVTimeoutError
+    service = "kvraft"
 
     def __init__(
         self,
@@ -85,6 +89,15 @@ class ClerkCore(GroupClerkCore):
 
     def rejected(self, server: str, reason: str) -> Exception:
         return KVRejectedError(server, reason)
+
+    def is_read(self, op: Any) -> bool:
+        return op[0] == GET  # type: ignore[no-any-return]
+
+    def renumber(self, op: Any) -> tuple[int, str, str | None, int, int]:
+        return (op[0], op[1], op[2], self.client_id, self.next_seq())
+
+    def describe_op(self, op: Any) -> str:
+        return describe(op[0], op[1])
 
 
 class Clerk(SyncGroupClerk, ClerkCore):

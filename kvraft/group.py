@@ -33,6 +33,7 @@ from typing import Any
 
 from actors.placement import GroupPlacement
 from actors.service_group import ClerkGroup, start_replicas, warn_failed
+from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from kvraft.async_clerk import AsyncClerk
 from kvraft.clerk import Clerk
 from kvraft.endpoints import DirectEndpoints, NetworkEndpoints
@@ -75,6 +76,7 @@ def start_group(
     tick_s: float = 0.02,
     wait_for_leader: bool = True,
     placement: GroupPlacement | None = None,
+    session_ttl: float | None = DEFAULT_SESSION_TTL_S,
     **clerk_options: Any,
 ) -> KVGroup:
     """Start ``n`` KV replicas on the current Ray cluster (``ray.init()`` first if none is running).
@@ -93,7 +95,10 @@ def start_group(
     ``placement``: where the replicas go (default: :func:`actors.placement.place_group`, distinct
     nodes when there are enough, packed with a warning when not); one with ``detached=True`` makes
     replicas that outlive this driver.
+    ``session_ttl``: seconds a client may stay idle before the servers forget its session (see
+    :mod:`actors.sessions`; ``None``: never); the group's clerks get it too.
     """
+    ttl_ms(session_ttl)  # a bad value fails here, with what to pass
     actor_cls = kv_replica_actor()
     started = start_replicas(
         n,
@@ -109,8 +114,9 @@ def start_group(
         identity=True,
         tolerate=True,
         start_error=GroupStartError,
+        extra={"session_ttl": session_ttl},
     )
-    group = KVGroup(started, clerk_options)
+    group = KVGroup(started, {"session_ttl": session_ttl} | clerk_options)
     warn_failed(log, group, "KVGroup.status()")
     if wait_for_leader:
         group.leader()

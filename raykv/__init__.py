@@ -27,6 +27,7 @@ The command line is ``raykv --help`` (:mod:`raykv.cli`).
 from actors.network import FaultyNetwork
 from actors.placement import GroupPlacement, PlacementError, place_group
 from actors.replica import ReplicaSpec, replica_actor
+from actors.sessions import SessionExpiredError
 from actors.statemachine import ApplyRecorder, StateMachine
 from actors.storage import FileStorage, MemoryStorage, Storage
 from kvraft import AsyncClerk, Clerk, KVGroup, KVTimeoutError, start_group
@@ -71,6 +72,7 @@ __all__ = [
     "ServiceExistsError",
     "ServiceNotFoundError",
     "ServiceStatus",
+    "SessionExpiredError",
     "ShardedKV",
     "StateMachine",
     "Storage",

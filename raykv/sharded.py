@@ -48,6 +48,7 @@ from actors.placement import (
     place_group,
     remove_dirs,
 )
+from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from raykv.cluster import ClusterError, init_ray
 from raykv.sharded_status import GroupStatus, ServiceStatus, group_status
 from shardctrler.config import Config, _check_nshards
@@ -126,6 +127,8 @@ class ServiceInfo:
     version: int = 0
     #: the FaultyNetwork actor every RPC goes through (``transport="network"``), else ``None``
     network: Any = None
+    #: seconds a client may stay idle before the servers forget its session (``None``: never)
+    session_ttl: float | None = DEFAULT_SESSION_TTL_S
 
     def group(self, gid: int) -> GroupInfo | None:
         return next((g for g in self.groups if g.gid == gid), None)
@@ -203,6 +206,7 @@ def start(
     address: str | None = None,
     namespace: str | None = None,
     transport: str = "direct",
+    session_ttl: float | None = DEFAULT_SESSION_TTL_S,
 ) -> ShardedKV:
     """Start a sharded KV service on the current Ray cluster (an embedded one if none is running;
     ``address`` to connect to one, as :func:`raykv.init_ray`): a controller of ``replicas`` replicas
@@ -217,7 +221,9 @@ def start(
     cluster that outlives it too: started with ``ray start``, not embedded here). ``transport``:
     ``"direct"`` (Ray actor calls: real use) or ``"network"`` (every RPC, clerks' included, through one
     :class:`~actors.network.FaultyNetwork` actor, ``info.network``, so that faults can be injected:
-    ``raykv torture``; not with ``detached``).
+    ``raykv torture``; not with ``detached``). ``session_ttl``: seconds a client may stay idle before
+    the servers forget its session (:mod:`actors.sessions`; default an hour; ``None``: never); the
+    service's clerks get it too.
     """
     name = _check_name(name) if name is not None else f"sharded-{uuid.uuid4().hex[:6]}"
     _int_in("groups", groups, 1, MAX_GROUPS)
@@ -229,6 +235,7 @@ def start(
     if not isinstance(detached, bool):
         raise TypeError(f"detached must be a bool, got {detached!r:.60}")
     _choice("transport", transport, ("direct", "network"))
+    ttl_ms(session_ttl)
     if detached and transport == "network":
         raise ValueError("transport='network' is for fault injection (raykv torture): its network actor "
                          "lives with this driver, so it cannot be combined with detached=True")
@@ -249,13 +256,13 @@ def start(
     network: Any = None
     try:
         ctrler, network = _start_ctrler(name, replicas, nshards, storage, root, detached, placement,
-                                        transport)
+                                        transport, session_ttl)
         made.append(ctrler)
         for gid in range(1, groups + 1):
             made.append(_start_shard_group(name, gid, ctrler, nshards, replicas, mapping, storage, root,
-                                           detached, placement, network))
+                                           detached, placement, network, session_ttl))
         info = ServiceInfo(name, ns, nshards, mapping, replicas, storage, detached, root, placement,
-                           ctrler, tuple(made[1:]), version=1, network=network)
+                           ctrler, tuple(made[1:]), version=1, network=network, session_ttl=session_ttl)
         kv = ShardedKV(info, registry)
         kv._ctrler_clerk().join({g.gid: list(g.names) for g in made[1:]}, timeout=60)
         if not ray.get(registry.put.remote(info, None), timeout=30):
@@ -305,7 +312,8 @@ def _head_node() -> str | None:
 
 
 def _start_ctrler(service: str, n: int, nshards: int, storage: str, root: str | None, detached: bool,
-                  strategy: str, transport: str = "direct") -> tuple[GroupInfo, Any]:
+                  strategy: str, transport: str = "direct",
+                  session_ttl: float | None = DEFAULT_SESSION_TTL_S) -> tuple[GroupInfo, Any]:
     import shardctrler
 
     name = f"{service}-ctrler"
@@ -313,7 +321,7 @@ def _start_ctrler(service: str, n: int, nshards: int, storage: str, root: str | 
     data_dir = None if root is None else f"{root}/ctrler"
     try:
         group = shardctrler.start_group(n, nshards=nshards, storage=storage, data_dir=data_dir, name=name,
-                                        placement=placement, transport=transport)
+                                        placement=placement, transport=transport, session_ttl=session_ttl)
     except BaseException:
         placement.release()
         raise
@@ -323,7 +331,7 @@ def _start_ctrler(service: str, n: int, nshards: int, storage: str, root: str | 
 
 def _start_shard_group(service: str, gid: int, ctrler: GroupInfo, nshards: int, n: int, mapping: str,
                        storage: str, root: str | None, detached: bool, strategy: str,
-                       network: Any = None) -> GroupInfo:
+                       network: Any = None, session_ttl: float | None = DEFAULT_SESSION_TTL_S) -> GroupInfo:
     import shardkv.group
 
     name = f"{service}-g{gid}"
@@ -332,7 +340,7 @@ def _start_shard_group(service: str, gid: int, ctrler: GroupInfo, nshards: int, 
     try:
         group = shardkv.group.start_group(gid, _CtrlerView(ctrler, nshards, network), n, storage=storage,
                                           data_dir=data_dir, mapping=mapping, name=name,
-                                          placement=placement)
+                                          placement=placement, session_ttl=session_ttl)
     except BaseException:
         placement.release()
         raise
@@ -414,7 +422,6 @@ class ShardedKV:
     def __init__(self, info: ServiceInfo, registry: Any) -> None:
         self.info = info
         self._registry = registry
-        self._ctrl: Any = None
         self._stopped = False
 
     # -- what it is ------------------------------------------------------------------------------
@@ -461,7 +468,8 @@ class ShardedKV:
         from shardkv.clerk import Clerk
 
         self._check_running()
-        return Clerk(self._router(), self.info.ctrler.names, mapping=self.mapping, **options)
+        return Clerk(self._router(), self.info.ctrler.names, mapping=self.mapping,
+                     **({"session_ttl": self.info.session_ttl} | options))
 
     def async_clerk(self, **options: Any) -> Any:
         """An asyncio :class:`shardkv.async_clerk.AsyncClerk` that batches concurrent calls per group;
@@ -469,16 +477,17 @@ class ShardedKV:
         from shardkv.async_clerk import AsyncClerk
 
         self._check_running()
-        return AsyncClerk(self._router(), self.info.ctrler.names, mapping=self.mapping, **options)
+        return AsyncClerk(self._router(), self.info.ctrler.names, mapping=self.mapping,
+                          **({"session_ttl": self.info.session_ttl} | options))
 
     def _ctrler_clerk(self) -> Any:
-        if self._ctrl is None:
-            from shardctrler.clerk import Clerk as CtrlerClerk
-            from shardctrler.endpoints import DirectEndpoints
+        """A controller clerk for one administrative call: a fresh one (a new session) each time, so a
+        handle left idle for longer than the session TTL never finds its session forgotten."""
+        from shardctrler.clerk import Clerk as CtrlerClerk
+        from shardctrler.endpoints import DirectEndpoints
 
-            c = self.info.ctrler
-            self._ctrl = CtrlerClerk(DirectEndpoints(c.replicas, c.names))
-        return self._ctrl
+        c = self.info.ctrler
+        return CtrlerClerk(DirectEndpoints(c.replicas, c.names), session_ttl=self.info.session_ttl)
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -507,7 +516,8 @@ class ShardedKV:
             raise ValueError(f"group {gid} is already in service {self.name!r} (groups: {list(self.gids)})")
         info = self.info
         g = _start_shard_group(info.name, gid, info.ctrler, info.nshards, info.replicas, info.mapping,
-                               info.storage, info.data_root, info.detached, info.placement, info.network)
+                               info.storage, info.data_root, info.detached, info.placement, info.network,
+                               info.session_ttl)
         try:
             self._commit(replace(info, groups=(*info.groups, g), version=info.version + 1))
         except BaseException:

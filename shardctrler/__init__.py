@@ -18,6 +18,7 @@ key-to-shard functions that the sharded KV imports too. See docs/shardctrler.md.
 
 from typing import Any
 
+from actors.sessions import SessionExpiredError
 from shardctrler.config import NSHARDS, Config, key2shard, key2shard_reference
 from shardctrler.errors import CtrlerTimeoutError, RefusedError, RefusedTypeError
 from shardctrler.ops import Refusal
@@ -61,6 +62,7 @@ __all__ = [
     "Refusal",
     "RefusedError",
     "RefusedTypeError",
+    "SessionExpiredError",
     "ctrler_replica_actor",
     "key2shard",
     "key2shard_reference",

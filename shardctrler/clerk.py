@@ -71,6 +71,7 @@ class ClerkCore(GroupClerkCore):
     """
 
     timeout_error = CtrlerTimeoutError
+    service = "shardctrler"
 
     def make_op(self, kind: int, args: Any) -> Op:
         args = normalise(kind, args)  # raises RefusedError before a number is used
@@ -80,6 +81,15 @@ class ClerkCore(GroupClerkCore):
         return RefusedError(ERR_BAD_REQUEST, f"{server} refused the call: {reason}. Nothing was proposed; "
                                              "this is a bug in the caller (clerks check their input before "
                                              "sending)", sent=True)
+
+    def is_read(self, op: Any) -> bool:
+        return op[0] == QUERY  # type: ignore[no-any-return]
+
+    def renumber(self, op: Any) -> Op:
+        return (op[0], op[1], self.client_id, self.next_seq())
+
+    def describe_op(self, op: Any) -> str:
+        return describe(op[0], op[1])
 
 
 class Clerk(SyncGroupClerk, ClerkCore):

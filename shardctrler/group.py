@@ -27,6 +27,7 @@ import ray
 
 from actors.placement import GroupPlacement
 from actors.service_group import ClerkGroup, StartedReplicas, check_group_options, start_replicas
+from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from shardctrler.async_clerk import AsyncClerk
 from shardctrler.clerk import Clerk
 from shardctrler.config import NSHARDS, _check_nshards
@@ -77,6 +78,7 @@ def start_group(
     tick_s: float = 0.02,
     wait_for_leader: bool = True,
     placement: GroupPlacement | None = None,
+    session_ttl: float | None = DEFAULT_SESSION_TTL_S,
     **clerk_options: Any,
 ) -> CtrlerGroup:
     """Start ``n`` controller replicas on the current Ray cluster (``ray.init()`` first if none is
@@ -92,8 +94,11 @@ def start_group(
     ``wait_for_leader`` the call returns once a leader is elected. ``placement``: where the replicas
     go (default: :func:`actors.placement.place_group` with distinct nodes when there are enough);
     one with ``detached=True`` makes replicas that outlive this driver.
+    ``session_ttl``: seconds a client may stay idle before the servers forget its session (see
+    :mod:`actors.sessions`; ``None``: never); the group's clerks get it too.
     """
     check_group_options(n, storage, transport)
+    ttl_ms(session_ttl)
     _check_nshards(nshards)
     actor_cls = ctrler_replica_actor()
     started = start_replicas(
@@ -107,8 +112,9 @@ def start_group(
         transport=transport,
         placement=placement,
         tick_s=tick_s,
+        extra={"session_ttl": session_ttl},
     )
-    group = CtrlerGroup(started, nshards, clerk_options)
+    group = CtrlerGroup(started, nshards, {"session_ttl": session_ttl} | clerk_options)
     if wait_for_leader:
         group.leader()
     return group

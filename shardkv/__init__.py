@@ -20,6 +20,7 @@ and the leader's background work), ``clerk.py`` and ``async_clerk.py``, ``errors
 
 from typing import Any
 
+from actors.sessions import SessionExpiredError
 from shardkv.errors import ShardKVRequestError, ShardKVTimeoutError
 from shardkv.ops import OpError
 from shardkv.statemachine import ShardKVStateMachine
@@ -55,6 +56,7 @@ __all__ = [
     "DirectRouter",
     "NetworkRouter",
     "OpError",
+    "SessionExpiredError",
     "ShardGroup",
     "ShardKVReplica",
     "ShardKVRequestError",

@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.sessions import SessionExpired
 from shardctrler.async_clerk import AsyncClerk as CtrlerAsyncClerk
 from shardkv.clerk import ClerkCore, check_timeout, is_wrong_group, outcome
 from shardkv.errors import ShardKVRequestError, ShardKVTimeoutError
@@ -43,6 +44,10 @@ class _Pending:
     future: asyncio.Future[Any]
     tried: list[str] = field(default_factory=list)
     last: str = "not sent yet"
+    #: loop time of its first send (None: never sent, so it may be renumbered in a new session)
+    first_sent: float | None = None
+    #: calls that carried it (more than one: an earlier copy may have been applied)
+    attempts: int = 0
 
 
 class AsyncClerk(ClerkCore):
@@ -163,6 +168,21 @@ class AsyncClerk(ClerkCore):
                 break
         return batch
 
+    def _renew(self, shards: set[int], reads: list[_Pending]) -> None:
+        """New sessions for ``shards``: ``reads`` (refused in the old ones) go back to the front of their
+        shards' queues, and every operation there that was never sent is renumbered, in order."""
+        for shard in sorted(shards):
+            self.renew_shard(shard)
+            q = self._queues.setdefault(shard, deque())
+            again = [p for p in reads if p.op[5] == shard]
+            for p in again:
+                p.first_sent, p.attempts = None, 0
+            items = again + list(q)
+            for p in items:
+                if p.first_sent is None:
+                    p.op = self.renumber(p.op)
+            self._queues[shard] = deque(items)
+
     def _give_back(self, ops: list[_Pending]) -> None:
         """Put unanswered operations back at the front of their shards' queues, in order."""
         by_shard: dict[int, list[_Pending]] = {}
@@ -202,11 +222,26 @@ class AsyncClerk(ClerkCore):
         n = len(servers)
         i = self.leaders.get(gid, 0) % max(n, 1)
         live = batch
+        loop = asyncio.get_running_loop()
         for _ in range(n):
             live = [p for p in live if not p.future.done()]
+            if self.give_up_s is not None:
+                now = loop.time()
+                late = [p for p in live if p.first_sent is not None and now - p.first_sent > self.give_up_s]
+                if late:
+                    for p in late:
+                        p.future.set_exception(self.expired(p.op, p.op[3], p.op[4], True,
+                                                            " (resent for half the session TTL)"))
+                    self._renew({p.op[5] for p in late}, [])
+                    live = [p for p in live if not p.future.done()]
             if not live:
                 return []
             name = servers[i]
+            now = loop.time()
+            for p in live:
+                p.attempts += 1
+                if p.first_sent is None:
+                    p.first_sent = now
             for p in live:
                 if name not in p.tried:
                     p.tried.append(name)
@@ -215,16 +250,27 @@ class AsyncClerk(ClerkCore):
             if isinstance(reply, tuple) and reply[0] == OK and len(reply[1]) == len(live):
                 self.leaders[gid] = i
                 retry = []
+                reads: list[_Pending] = []
+                expired: set[int] = set()
                 for p, result in zip(live, reply[1], strict=True):
                     if is_wrong_group(result):
                         p.last = f"{name}: wrong group (configuration {self._num()})"
                         retry.append(p)
                     elif p.future.done():
                         continue
+                    elif isinstance(result, SessionExpired):
+                        expired.add(p.op[5])
+                        if p.op[0] == GET:
+                            reads.append(p)  # a read: again, in the shard's new session
+                        else:
+                            p.future.set_exception(self.expired(p.op, result.client_id, result.seq,
+                                                                p.attempts > 1))
                     elif isinstance(result, OpError):
                         p.future.set_exception(self.refused(p.op, result))
                     else:
                         p.future.set_result(result)
+                if expired:
+                    self._renew(expired, reads)
                 return retry
             if isinstance(reply, tuple) and reply[0] == INVALID:
                 for p in live:
@@ -255,7 +301,7 @@ class AsyncClerk(ClerkCore):
         if self._ctrl is None:
             endpoints = await self.ctrler_endpoints.aensure()
             self._ctrl = CtrlerAsyncClerk(endpoints, attempt_timeout=self.attempt_timeout,  # type: ignore[arg-type]
-                                          retry_pause=self.retry_pause)
+                                          retry_pause=self.retry_pause, session_ttl=self.session_ttl)
         try:
             config = await self._ctrl.query(-1, timeout=3 * self.attempt_timeout)
         except TimeoutError:

@@ -12,8 +12,14 @@ batches per group. Both:
   100 ms as in the reference);
 - remember the server of each group that answered last and follow leader hints;
 - check their input before sending anything (``TypeError`` / ``ValueError``), tag every operation with
-  the clerk's ``client_id`` and the next sequence number, and retry until the operation completes or
-  its optional ``timeout`` passes (:class:`~shardkv.errors.ShardKVTimeoutError`).
+  its shard's session (a client id and the next sequence number *on that shard*: the servers keep one
+  session table per shard, which moves with the shard, and a table that has forgotten a session
+  accepts an unknown client only at its first number, see :mod:`shardkv.statemachine`), and retry until
+  the operation completes or its optional ``timeout`` passes (:class:`~shardkv.errors.ShardKVTimeoutError`);
+- when a shard's servers forgot its session (idle longer than ``session_ttl``): start a new session
+  for that shard, resend a Get in it, and raise :class:`~actors.sessions.SessionExpiredError` for a Put
+  or an Append; never resend an operation for longer than half the ``session_ttl`` (raise
+  ``SessionExpiredError`` instead; see :mod:`actors.service_clerk` for why).
 
 What a client sees during a move: an operation on a shard that is leaving its group, or has not yet
 arrived at its new owner, is refused with wrong-group and retried; it completes as soon as the new
@@ -32,6 +38,7 @@ from ray.exceptions import GetTimeoutError, RayError
 from actors.service_clerk import ClerkBase
 from actors.service_protocol import NO_ANSWER, check_timeout, new_client_id, next_server
 from actors.service_protocol import outcome as group_outcome
+from actors.sessions import DEFAULT_SESSION_TTL_S, SessionExpired, SessionExpiredError
 from shardctrler.clerk import Clerk as CtrlerClerk
 from shardctrler.config import Config
 from shardctrler.errors import CtrlerTimeoutError
@@ -83,8 +90,9 @@ class ClerkCore(ClerkBase):
     configuration and per-group leader memory.
 
     ``router`` reaches servers by name (:mod:`shardkv.endpoints`); ``ctrlers`` are the controller's
-    server names. Invariant: ``seq`` only grows, and an operation's number is taken when it is
-    submitted, so one clerk's operations on one shard reach the servers in the order of their numbers.
+    server names. Invariant: a shard's session numbers only grow, and an operation's number is taken
+    when it is submitted, so one clerk's operations on one shard reach the servers in the order of
+    their numbers.
     """
 
     def __init__(
@@ -98,8 +106,10 @@ class ClerkCore(ClerkBase):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         client_id: int | None = None,
+        session_ttl: float | None = DEFAULT_SESSION_TTL_S,
     ) -> None:
-        super().__init__(attempt_timeout=attempt_timeout, retry_pause=retry_pause, client_id=client_id)
+        super().__init__(attempt_timeout=attempt_timeout, retry_pause=retry_pause, client_id=client_id,
+                         session_ttl=session_ttl)
         self.key2shard = mapping_function(mapping)
         self.mapping = mapping
         self.router = router
@@ -110,12 +120,37 @@ class ClerkCore(ClerkBase):
         self.config: Config | None = None
         #: per gid, the index of the server that answered last
         self.leaders: dict[int, int] = {}
+        #: per shard, its session: [client id, last number used] (the clerk's id until renewed)
+        self.shard_sessions: dict[int, list[int]] = {}
 
     def make_op(self, kind: int, key: Any, value: Any, nshards: int) -> Op:
         check_key(key, self.max_key_bytes)
         if kind != GET:
             check_value(value, self.max_value_bytes)
-        return (kind, key, value, self.client_id, self.next_seq(), self.key2shard(key, nshards))
+        shard = self.key2shard(key, nshards)
+        client, seq = self._number(shard)
+        return (kind, key, value, client, seq, shard)
+
+    def _number(self, shard: int) -> tuple[int, int]:
+        """The next (client id, number) of ``shard``'s session; ``seq`` counts every number used."""
+        session = self.shard_sessions.setdefault(shard, [self.client_id, 0])
+        session[1] += 1
+        self.seq += 1
+        return session[0], session[1]
+
+    def renew_shard(self, shard: int) -> None:
+        """A new session for ``shard`` (its servers forgot the old one): a new id, numbers from 1."""
+        self.shard_sessions[shard] = [new_client_id(), 0]
+        self.sessions_renewed += 1
+
+    def renumber(self, op: Op) -> Op:
+        """``op`` as an operation of its shard's current session, with the next number."""
+        client, seq = self._number(op[5])
+        return (op[0], op[1], op[2], client, seq, op[5])
+
+    @staticmethod
+    def expired(op: Op, client: int, seq: int, maybe_applied: bool, why: str = "") -> SessionExpiredError:
+        return SessionExpiredError("shardkv", describe(op[0], op[1]) + why, client, seq, maybe_applied)
 
     def servers_for(self, shard: int) -> tuple[int, tuple[str, ...]]:
         """The gid owning ``shard`` in the cached configuration, and its servers (empty if none)."""
@@ -145,7 +180,8 @@ class Clerk(ClerkCore):
     def __init__(self, router: Any, ctrlers: tuple[str, ...] | list[str], **options: Any) -> None:
         super().__init__(router, ctrlers, **options)
         self.ctrler = CtrlerClerk(self.ctrler_endpoints.ensure(),  # type: ignore[arg-type]
-                                  attempt_timeout=self.attempt_timeout, retry_pause=self.retry_pause)
+                                  attempt_timeout=self.attempt_timeout, retry_pause=self.retry_pause,
+                                  session_ttl=self.session_ttl)
         self._lock = threading.Lock()
 
     def get(self, key: str, *, timeout: float | None = None) -> str:
@@ -183,22 +219,34 @@ class Clerk(ClerkCore):
         tried: list[str] = []
         last = "no attempt"
         batch = (op,)
+        start, attempts = time.monotonic(), 0
         while True:
             gid, servers = self.servers_for(shard)
             n = len(servers)
             i = self.leaders.get(gid, 0) % n if n else 0
             for _ in range(n):
+                if self.give_up_s is not None and time.monotonic() - start > self.give_up_s:
+                    self.renew_shard(shard)
+                    raise self.expired(op, op[3], op[4], True, " (resent for half the session TTL)")
                 wait = self._remaining(deadline, what, timeout, shard, tried, last)
                 name = servers[i]
                 if name not in tried:
                     tried.append(name)
                 reply = self._call(name, batch, min(wait, self.attempt_timeout))
+                attempts += 1
                 if isinstance(reply, tuple) and reply[0] == OK:
                     result = reply[1][0]
                     if is_wrong_group(result):
                         last = f"{name}: wrong group (configuration {self._num()})"
                         break
                     self.leaders[gid] = i
+                    if isinstance(result, SessionExpired):
+                        self.renew_shard(shard)
+                        if op[0] != GET:
+                            raise self.expired(op, result.client_id, result.seq, attempts > 1)
+                        op = self.renumber(op)  # a read: again, in the new session
+                        batch, start, attempts = (op,), time.monotonic(), 0
+                        continue
                     if isinstance(result, OpError):
                         raise self.refused(op, result)
                     return result

@@ -35,6 +35,7 @@ import ray
 
 from actors.placement import GroupPlacement
 from actors.service_group import ServiceGroup, StartedReplicas, check_group_options, start_replicas
+from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from shardkv.async_clerk import AsyncClerk
 from shardkv.clerk import Clerk
 from shardkv.endpoints import DirectRouter, NetworkRouter
@@ -119,6 +120,7 @@ def start_group(
     join: bool = False,
     wait_for_leader: bool = True,
     placement: GroupPlacement | None = None,
+    session_ttl: float | None = DEFAULT_SESSION_TTL_S,
 ) -> ShardGroup:
     """Start shard group ``gid`` of ``n`` replicas for the controller group ``ctrler`` (from
     :func:`shardctrler.start_group`) on the current Ray cluster.
@@ -130,8 +132,10 @@ def start_group(
     the service's key mapping. With ``join`` the group is joined to the controller once its replicas
     run (a :class:`shardctrler.RefusedError` if the gid or a server name is taken). ``placement``:
     where the replicas go (default: :func:`actors.placement.place_group`, distinct nodes when there
-    are enough).
+    are enough). ``session_ttl``: seconds a client may stay idle before the group forgets its sessions
+    (see :mod:`actors.sessions`; ``None``: never); give the service's clerks the same value.
     """
+    ttl_ms(session_ttl)
     if not isinstance(gid, int) or isinstance(gid, bool) or gid <= 0:
         raise ValueError(f"gid must be an int > 0, got {gid!r}")
     check_group_options(n, storage)
@@ -149,7 +153,7 @@ def start_group(
         network=routing[1] if routing[0] == "network" else None,
         placement=placement,
         tick_s=tick_s,
-        extra={"gid": gid, "ctrlers": tuple(ctrler.names), "routing": routing},
+        extra={"gid": gid, "ctrlers": tuple(ctrler.names), "routing": routing, "session_ttl": session_ttl},
     )
     group = ShardGroup(gid, started)
     if wait_for_leader:

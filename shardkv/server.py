@@ -49,6 +49,7 @@ from typing import Any
 from actors.replica import ReplicaSpec
 from actors.service_protocol import next_server
 from actors.service_server import DEFAULT_SERVER_WAIT_S, ServiceReplica, service_replica_actor
+from actors.sessions import unstamp
 from shardctrler.async_clerk import AsyncClerk as CtrlerAsyncClerk
 from shardkv.endpoints import CtrlerEndpoints, DirectRouter, NetworkRouter
 from shardkv.ops import (
@@ -200,6 +201,7 @@ class ShardKVReplica(ServiceReplica):
     # -- applied entries ------------------------------------------------------------------------
 
     def _on_applied(self, index: int, term: int, command: Any, result: Any) -> None:
+        command = unstamp(command)[2]
         if isinstance(command, tuple) and command and command[0] != CLIENT:
             self._record(command, result)
         super()._on_applied(index, term, command, result)
@@ -214,7 +216,7 @@ class ShardKVReplica(ServiceReplica):
                 continue
             if core.term != self._noop_term:
                 self._noop_term = core.term
-                core.propose(None)
+                core.propose(self._stamped(None))
                 self._schedule_flush()
                 continue  # let the applied state catch up first
             num = sm.config.num
