@@ -42,6 +42,7 @@ from raft.membership import ConfChangeRefused
 from raft.sim.invariants import Violation
 from raykv.cluster import ClusterError
 from raykv.demo import DemoFailure
+from raykv.nemesis import ScheduleError
 from raykv.sharded import ServiceError, ServiceExistsError, ServiceNotFoundError
 from shardctrler.errors import CtrlerTimeoutError, RefusedError, RefusedTypeError
 from shardkv.errors import ShardKVRequestError, ShardKVTimeoutError
@@ -90,6 +91,7 @@ SAMPLES: dict[type[BaseException], BaseException] = {
     ServiceExistsError: ServiceExistsError("a service named 'demo' already runs in namespace 'raykv'"),
     ServiceNotFoundError: ServiceNotFoundError("no service named 'demo' in namespace 'raykv'"),
     SessionExpiredError: SessionExpiredError("kvraft", "append('k')", 4242, 17, maybe_applied=False),
+    ScheduleError: ScheduleError("event 3: unknown fault 'flood' (known: partition, kill, ...)"),
 }
 
 #: the fields each class promises (besides args and the message)
