@@ -41,6 +41,7 @@ from raft import (
     Message,
     RaftConfig,
     RaftNode,
+    Ready,
     RequestVoteReply,
 )
 from raft.membership import ConfChange
@@ -57,6 +58,12 @@ class ReplicaSpec:
     ``tick_s`` is the real length of one core tick; with the defaults a leader sends a heartbeat every
     ``heartbeat_ticks * tick_s`` = 100 ms (the reference tester allows about 10 per second) and an
     election timeout is drawn from ``[election_ticks, 2 * election_ticks) * tick_s`` = 300–600 ms.
+
+    ``pre_vote``, ``check_quorum`` and ``leader_noop`` are the core's switches (:class:`raft.RaftConfig`).
+    ``None`` (the default) leaves each to the replica class: a bare :class:`ReplicaActor` runs the
+    reference configuration (:data:`REFERENCE_RULES`, all off, as the reference Raft tests expect), a
+    service's replica the services' (:data:`SERVICE_RULES`, all on; see
+    :class:`actors.service_server.ServiceReplica`).
     """
 
     name: str
@@ -74,8 +81,17 @@ class ReplicaSpec:
     #: this replica joins an existing group (``peers`` is the group's bootstrap configuration, without
     #: it): it starts passive and takes part once the leader adds it (see raft.membership)
     join: bool = False
+    pre_vote: bool | None = None
+    check_quorum: bool | None = None
+    leader_noop: bool | None = None
 
-    def raft_config(self) -> RaftConfig:
+    def raft_config(self, defaults: dict[str, bool] | None = None) -> RaftConfig:
+        """The core's configuration; the switches left ``None`` take ``defaults`` (else all off)."""
+        rules = dict(REFERENCE_RULES) | (defaults or {})
+        for name in REFERENCE_RULES:
+            value = getattr(self, name)
+            if value is not None:
+                rules[name] = value
         return RaftConfig(
             join=self.join,
             peer_id=self.peer_id,
@@ -84,14 +100,28 @@ class ReplicaSpec:
             heartbeat_ticks=self.heartbeat_ticks,
             max_entries_per_append=self.max_entries_per_append,
             max_inflight_appends=self.max_inflight_appends,
+            **rules,
         )
+
+
+#: The core's switches as the reference 6.5840 Raft tests expect them: all off.
+REFERENCE_RULES: dict[str, bool] = {"pre_vote": False, "check_quorum": False, "leader_noop": False}
+
+#: The core's switches every service's replicas run with: PreVote, so a replica cut off and back does
+#: not depose a healthy leader; CheckQuorum, so a leader cut off into a minority steps down and its
+#: clerks move on; the leader's no-op, so a new leader commits its predecessors' entries (and can serve
+#: ReadIndex reads) at once. See docs/raft.md.
+SERVICE_RULES: dict[str, bool] = {"pre_vote": True, "check_quorum": True, "leader_noop": True}
 
 
 class ReplicaActor:
     """One Raft peer. Create it with :func:`replica_actor` (the Ray actor class)."""
 
+    #: the core's switches for those the spec leaves ``None`` (see :class:`ReplicaSpec`)
+    default_rules: dict[str, bool] = REFERENCE_RULES
+
     def __init__(self, spec: ReplicaSpec) -> None:
-        spec.raft_config()  # validate early: a bad configuration fails at creation, not at start
+        spec.raft_config(self.default_rules)  # validate early: a bad one fails at creation, not start
         self.spec = spec
         #: opened by the first :meth:`start` (so a damaged or missing directory is reported by start and
         #: status, and the actor lives on to say so, instead of failing to be created)
@@ -147,7 +177,8 @@ class ReplicaActor:
             log.error("replica %s cannot start: %s", self.spec.name, exc)
             raise
         self.failure, self.storage_failed = None, False
-        self.core = RaftNode(self.spec.raft_config(), random.Random(self._rng.random()), state)
+        self.core = RaftNode(self.spec.raft_config(self.default_rules), random.Random(self._rng.random()),
+                             state)
         if self.sm is not None and getattr(self.sm, "survives_restart", False):
             self.sm.reset()  # type: ignore[attr-defined]
         else:
@@ -258,6 +289,7 @@ class ReplicaActor:
                 self._on_applied(e.index, e.term, command, result)
                 if sm.should_snapshot(e.index, self.storage.raft_state_size()):
                     core.snapshot(e.index, sm.snapshot())
+            self._after_apply(rd, core.log.applied)
         return replies
 
     def _dispatch(self, inc: int, messages: tuple[Message, ...], reply_to: int | None,
@@ -290,6 +322,10 @@ class ReplicaActor:
 
     def _on_snapshot_restored(self, index: int) -> None:
         pass
+
+    def _after_apply(self, rd: Ready, applied: int) -> None:
+        """Step 4 of a Ready: the state machine has applied everything up to ``applied``; a service
+        that serves ReadIndex reads takes ``rd.read_states`` / ``rd.reads_dropped`` here."""
 
     # ------------------------------------------------------------------------------------------
     # Remote API

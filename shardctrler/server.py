@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.replica import SERVICE_RULES
 from actors.service_server import DEFAULT_SERVER_WAIT_S, ServiceReplica, service_replica_actor
 from shardctrler.ops import Batch, batch_problem
 
@@ -39,8 +40,11 @@ __all__ = ["DEFAULT_SERVER_WAIT_S", "CtrlerReplica", "ctrler_replica_actor"]
 class CtrlerReplica(ServiceReplica):
     """A Raft peer that serves the controller RPC. Create it with :func:`ctrler_replica_actor`.
 
-    ``spec.extra["server_wait_s"]`` overrides :data:`DEFAULT_SERVER_WAIT_S`.
+    ``spec.extra["server_wait_s"]`` overrides :data:`DEFAULT_SERVER_WAIT_S`. The core runs with the
+    services' rules (:data:`actors.replica.SERVICE_RULES`: PreVote, CheckQuorum, the leader's no-op).
     """
+
+    default_rules = SERVICE_RULES
 
     # -- the RPC ---------------------------------------------------------------------------------
 
