@@ -18,6 +18,9 @@ answers "wrong leader" and the clerk tries elsewhere.
 Invariants: every future is completed at most once; a future is set to ``True`` only after the core
 answered its ctx *and* the applied index reached the answer's index; :meth:`fail_all` (crash, restart)
 completes every outstanding future with ``False``, so no read outlives the incarnation it began in.
+
+:class:`ReadIndexServing` is the server side of it, mixed into a service's replica (kvraft and
+shardkv serve their Gets with it).
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ import heapq
 from collections.abc import Iterable
 from typing import Any
 
+from actors.replica import SERVICE_RULES
 from raft import RaftNode, ReadState
+
+#: how a service may serve reads: ``index`` (ReadIndex, no log entry; the default) or ``log``
+READ_PATHS = ("index", "log")
 
 #: What a service's read function returns for an operation that only the log can answer (malformed,
 #: or a client the dedup table must first open or refuse): the whole batch then goes through the log.
@@ -89,3 +96,100 @@ class ReadWaiters:
         fut = self._futures.pop(ctx, None)
         if fut is not None and not fut.done():
             fut.set_result(ok)
+
+
+class ReadIndexServing:
+    """Mixin for a service replica (:class:`actors.service_server.ServiceReplica` subclass; list it
+    first among the bases) that serves read-only batches with ReadIndex instead of the log.
+
+    The service overrides :meth:`_read_op` (the result of one read on its state machine, or
+    :data:`NEEDS_LOG`) and calls :meth:`_serve_reads` for a batch of reads: ``(ok, results)``, the
+    answers a proposal would get (``wrong_leader``, ``timeout``, ``None`` when down), or
+    :data:`NEEDS_LOG` when the batch must be proposed instead. ``spec.extra["read_path"]`` is
+    ``"index"`` (the default) or ``"log"`` (every read through the log).
+
+    Invariants: a read is served only after :meth:`_read_index` answered ``True`` in the incarnation
+    it began in, that is after a heartbeat round that started after the read arrived confirmed this
+    peer's leadership and its state machine applied everything committed before the read arrived;
+    any state from then on lies inside the read's call, so the read is linearizable.
+    """
+
+    #: ReadIndex needs an entry of the leader's term committed: run with the services' core rules
+    #: (the leader's no-op, PreVote, CheckQuorum), as every service does
+    default_rules = SERVICE_RULES
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)  # type: ignore[call-arg]
+        self._reads = ReadWaiters()
+        self._read_noop_term = -1  # the term in which a read proposed a no-op (leader_noop off)
+        self._read_path = spec.extra.get("read_path", "index")
+        if self._read_path not in READ_PATHS:
+            raise ValueError(f"read_path must be one of {READ_PATHS}, got {self._read_path!r}")
+
+    def _read_op(self, sm: Any, op: Any) -> Any:
+        """The result of the read-only ``op`` on ``sm`` as it is now, or :data:`NEEDS_LOG`."""
+        return NEEDS_LOG
+
+    async def _serve_reads(self, ops: Any) -> Any:
+        """Serve a batch of read-only operations with ReadIndex (see the class docstring)."""
+        from actors.service_protocol import OK
+
+        me: Any = self
+        sm = me.sm
+        if sm is None or me.core is None:
+            return None
+        if self._read_path != "index" or any(self._read_op(sm, op) is NEEDS_LOG for op in ops):
+            return NEEDS_LOG
+        inc = me.incarnation
+        ready = await self._read_index()
+        if ready is not True:
+            return ready
+        sm = me.sm
+        if sm is None or inc != me.incarnation:
+            return None
+        results = [self._read_op(sm, op) for op in ops]
+        if any(r is NEEDS_LOG for r in results):  # e.g. a session expired meanwhile
+            return NEEDS_LOG
+        return OK, results
+
+    async def _read_index(self) -> Any:
+        """Wait until this peer may serve a linearizable read from its state machine: ``True``, or the
+        answer to give instead (``(wrong_leader, hint)``, ``(timeout, None)``, ``None`` when down)."""
+        from actors.service_protocol import TIMEOUT, WRONG_LEADER
+
+        me: Any = self
+        core = me.core
+        if core is None:
+            return None
+        started = self._reads.start(core)
+        if started is None:
+            return WRONG_LEADER, core.leader_id
+        if (core.log.term_at(core.log.commit) != core.term and core.log.last_term != core.term
+                and self._read_noop_term != core.term):
+            # No entry of this term yet (the core's leader_noop is off): reads wait for one to commit.
+            self._read_noop_term = core.term
+            core.propose(None)
+        ctx, fut = started
+        me._schedule_flush()
+        try:
+            ok = await asyncio.wait_for(fut, me._wait_s)
+        except asyncio.TimeoutError:
+            self._reads.forget(ctx)
+            return TIMEOUT, None
+        core = me.core
+        if core is None:
+            return None
+        if not ok:
+            return WRONG_LEADER, core.leader_id
+        return True
+
+    def _after_apply(self, rd: Any, applied: int) -> None:
+        reads = self._reads
+        if rd.read_states or rd.reads_dropped:
+            reads.answered(rd.read_states, rd.reads_dropped, applied)
+        if len(reads):
+            reads.applied(applied)
+
+    async def crash(self) -> None:
+        self._reads.fail_all()
+        await super().crash()  # type: ignore[misc]

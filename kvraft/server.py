@@ -25,8 +25,14 @@ Batching happens on its own: every proposal made by the calls that arrive in one
 loop is folded by the core into one AppendEntries per follower (with a window of them in flight),
 persisted with one ``Storage.save`` (one fsync), and committed together.
 
-Reads go through the log like writes (see docs/kvraft.md, "Reads"): a Get is answered by the leader
-that applied it in its own term, at a point inside the call, so it is linearizable without clocks.
+Reads: a batch of Gets is served with ReadIndex (``spec.extra["read_path"] = "index"``, the
+default; see docs/kvraft.md, "Read strategy" and :class:`actors.reads.ReadIndexServing`): once one
+heartbeat round after the call arrived has confirmed this peer's leadership and it has applied
+everything committed before, it reads its state machine, with no log entry. A batch that holds a
+write, or a Get of a client the dedup table does not know (its session is opened, or refused as
+expired, through the log), goes through the log like a write, and so do all reads with
+``read_path="log"``: a Get is then answered by the leader that applied it in its own term. Either way
+the read happens at a point inside the call, so it is linearizable without clocks.
 
 The waiting (propose, wait for the entry to be applied, answer wrong-leader or timeout, fail every
 waiter of a dead incarnation or a lost term) is the shared server core,
@@ -37,13 +43,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.reads import NEEDS_LOG, ReadIndexServing
 from actors.service_server import DEFAULT_SERVER_WAIT_S, ServiceReplica, service_replica_actor
-from kvraft.ops import INVALID, OK, Batch, Rejected, batch_problem
+from kvraft.ops import GET, INVALID, OK, Batch, Rejected, batch_problem
 
 __all__ = ["DEFAULT_SERVER_WAIT_S", "KVReplica", "kv_replica_actor"]
 
 
-class KVReplica(ServiceReplica):
+class KVReplica(ReadIndexServing, ServiceReplica):
     """A Raft peer that serves the KV RPC. Create it with :func:`kv_replica_actor`.
 
     ``spec.extra["server_wait_s"]`` overrides :data:`DEFAULT_SERVER_WAIT_S`.
@@ -54,8 +61,16 @@ class KVReplica(ServiceReplica):
     def _batch_problem(self, ops: Any) -> str | None:
         return batch_problem(ops)
 
+    def _read_op(self, sm: Any, op: Any) -> Any:
+        return sm.read(op)
+
     async def rpc_kv(self, ops: Batch) -> tuple[str, Any] | None:
-        """Propose ``ops`` as one entry and answer once it is applied (see the module docstring)."""
+        """Serve a batch of Gets with ReadIndex, or propose ``ops`` as one entry and answer once it is
+        applied (see the module docstring)."""
+        if isinstance(ops, tuple) and ops and all(isinstance(op, tuple) and op[:1] == (GET,) for op in ops):
+            reply = await self._serve_reads(ops)
+            if reply is not NEEDS_LOG:
+                return reply
         reply = await self._serve_batch(ops)
         if reply is not None and reply[0] == OK and isinstance(reply[1], Rejected):
             return INVALID, reply[1].reason  # unreachable after the check; kept for safety

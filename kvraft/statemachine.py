@@ -39,6 +39,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+from actors.reads import NEEDS_LOG
 from actors.sessions import LogClock, SessionExpired, SessionTable, unstamp
 from kvraft.ops import APPEND, GET, PUT, Batch, Rejected, batch_problem
 
@@ -153,6 +154,14 @@ class KVStateMachine:
 
     def get(self, key: str) -> str:
         return self.data.get(key, "")
+
+    def read(self, op: Any) -> Any:
+        """What the Get ``op`` returns if served now without the log (ReadIndex; nothing changes), or
+        :data:`~actors.reads.NEEDS_LOG` if only the log can answer it: not a well-formed Get, or a
+        client the dedup table does not know (the log opens its session, or refuses it as expired)."""
+        if not isinstance(op, tuple) or len(op) != 5 or op[0] != GET or self.sessions.get(op[3]) is None:
+            return NEEDS_LOG
+        return self.data.get(op[1], "")
 
     def stats(self) -> dict[str, int]:
         return {

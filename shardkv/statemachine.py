@@ -67,6 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.reads import NEEDS_LOG
 from actors.sessions import LogClock, SessionExpired, SessionTable, unstamp
 from shardctrler.config import NSHARDS, Config, key2shard, key2shard_reference
 from shardkv.ops import (
@@ -363,6 +364,23 @@ class ShardKVStateMachine:
         return tuple(done)
 
     # -- queries for the server ------------------------------------------------------------------
+
+    def read(self, op: Any) -> Any:
+        """What the Get ``op`` returns if served now without the log (ReadIndex; nothing changes):
+        the value, or ``WRONG_GROUP`` if the key's shard is not owned and ready here at this point; or
+        :data:`~actors.reads.NEEDS_LOG` if only the log can answer it (not a well-formed Get for its
+        shard, or a client the shard's dedup table does not know: the log opens or refuses it)."""
+        if op_problem(op, self.nshards) is not None or op[0] != GET:
+            return NEEDS_LOG
+        _, key, _, client, _, shard = op
+        if self.key2shard(key, self.nshards) != shard:
+            return NEEDS_LOG
+        sh = self.shards.get(shard)
+        if sh is None or sh.status not in READY:
+            return WRONG_GROUP
+        if sh.dedup.get(client) is None:
+            return NEEDS_LOG
+        return sh.data.get(key, "")
 
     def serves(self, shard: int) -> bool:
         """Whether client operations on ``shard`` would be applied now."""
