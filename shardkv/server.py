@@ -23,10 +23,18 @@ before anything is proposed.
   past ``num`` (or at ``num`` with none of them left) answers ``ok`` at once, since a group leaves
   configuration ``num`` only after its leaving shards are deleted.
 
+Client Gets: a batch of Gets only is served with ReadIndex (:class:`actors.reads.ReadIndexServing`):
+after one heartbeat round has confirmed the leadership and the leader has applied everything committed
+before the batch arrived, each Get is checked against its shard's status at that point
+(:meth:`~shardkv.statemachine.ShardKVStateMachine.read`: ``WRONG_GROUP`` unless owned and ready) and
+read, with no log entry; a batch with a write, or a Get of a client its shard does not know, goes
+through the log.
+
 Background work, on the actor's event loop, on the leader only (every ``poll_s``):
 
-1. a new leader first proposes a no-op, so that entries of earlier terms commit and its applied
-   state catches up;
+1. a new leader first lets a no-op of its term commit (the core appends it, ``leader_noop``; the
+   server proposes one only if its core runs without that rule), so that entries of earlier terms
+   commit and its applied state catches up;
 2. when the group is settled, it asks the controller for configuration ``current + 1`` and proposes
    it (a :class:`shardctrler.AsyncClerk` through :class:`~shardkv.endpoints.CtrlerEndpoints`);
 3. for each group it must pull shards from, it pulls them and proposes an ``INSTALL``: every shard is
@@ -46,6 +54,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from actors.reads import NEEDS_LOG, ReadIndexServing
 from actors.replica import ReplicaSpec
 from actors.service_protocol import next_server
 from actors.service_server import DEFAULT_SERVER_WAIT_S, ServiceReplica, service_replica_actor
@@ -57,6 +66,7 @@ from shardkv.ops import (
     CONFIG,
     DELETE,
     GC_DONE,
+    GET,
     INSTALL,
     INVALID,
     NOT_READY,
@@ -91,7 +101,7 @@ def make_router(routing: tuple, prefix: str) -> NetworkRouter | DirectRouter:
     raise ValueError(f"unknown routing {routing[0]!r}: expected 'network' or 'direct'")
 
 
-class ShardKVReplica(ServiceReplica):
+class ShardKVReplica(ReadIndexServing, ServiceReplica):
     """A Raft peer of shard group ``spec.extra["gid"]``. Create it with :func:`shardkv_replica_actor`.
 
     ``spec.extra``: ``gid``; ``ctrlers`` (the controller's server names); ``routing`` (see
@@ -147,6 +157,14 @@ class ShardKVReplica(ServiceReplica):
             return INVALID, problem
         if not core.is_leader:
             return WRONG_LEADER, core.leader_id
+        if isinstance(ops, tuple) and all(isinstance(op, tuple) and op[:1] == (GET,) for op in ops):
+            # Gets only: ReadIndex, each checked against its shard's status at the point it is read
+            reply = await self._serve_reads(ops)
+            if reply is not NEEDS_LOG:
+                return reply
+            core, sm = self.core, self.ssm
+            if core is None or sm is None:
+                return None
         # malformed operations go through, for the state machine to refuse with a clear error
         served = [i for i, op in enumerate(ops) if op_problem(op, sm.nshards) is not None or sm.serves(op[5])]
         if not served:
@@ -160,6 +178,9 @@ class ShardKVReplica(ServiceReplica):
         for i, r in zip(served, reply[1], strict=True):
             results[i] = r
         return OK, results
+
+    def _read_op(self, sm: Any, op: Any) -> Any:
+        return sm.read(op)
 
     async def kv(self, data: bytes) -> bytes | None:
         """``rpc_kv`` for clerks that call the actor directly, with the batch and the answer pickled."""
@@ -216,8 +237,9 @@ class ShardKVReplica(ServiceReplica):
                 continue
             if core.term != self._noop_term:
                 self._noop_term = core.term
-                core.propose(self._stamped(None))
-                self._schedule_flush()
+                if core.log.last_term != core.term:  # the core's leader_noop already appended one
+                    core.propose(self._stamped(None))
+                    self._schedule_flush()
                 continue  # let the applied state catch up first
             num = sm.config.num
             if sm.settled():
