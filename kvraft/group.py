@@ -32,6 +32,7 @@ import uuid
 from typing import Any
 
 from actors.placement import GroupPlacement
+from actors.reads import READ_PATHS
 from actors.service_group import ClerkGroup, start_replicas, warn_failed
 from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from kvraft.async_clerk import AsyncClerk
@@ -77,6 +78,7 @@ def start_group(
     wait_for_leader: bool = True,
     placement: GroupPlacement | None = None,
     session_ttl: float | None = DEFAULT_SESSION_TTL_S,
+    read_path: str = "index",
     **clerk_options: Any,
 ) -> KVGroup:
     """Start ``n`` KV replicas on the current Ray cluster (``ray.init()`` first if none is running).
@@ -97,8 +99,12 @@ def start_group(
     replicas that outlive this driver.
     ``session_ttl``: seconds a client may stay idle before the servers forget its session (see
     :mod:`actors.sessions`; ``None``: never); the group's clerks get it too.
+    ``read_path``: how batches of Gets are served, ``"index"`` (ReadIndex: one heartbeat round, no
+    log entry; the default) or ``"log"`` (proposed and applied like writes); see docs/kvraft.md.
     """
     ttl_ms(session_ttl)  # a bad value fails here, with what to pass
+    if read_path not in READ_PATHS:
+        raise ValueError(f"read_path must be one of {READ_PATHS}, got {read_path!r}")
     actor_cls = kv_replica_actor()
     started = start_replicas(
         n,
@@ -114,7 +120,7 @@ def start_group(
         identity=True,
         tolerate=True,
         start_error=GroupStartError,
-        extra={"session_ttl": session_ttl},
+        extra={"session_ttl": session_ttl, "read_path": read_path},
     )
     group = KVGroup(started, {"session_ttl": session_ttl} | clerk_options)
     warn_failed(log, group, "KVGroup.status()")
