@@ -87,6 +87,17 @@ def verdict_or_raise(ledger: Any) -> dict[str, int]:
     return counts
 
 
+def check_at_teardown(ledger: Any, net: Any, elapsed_s: float, who: str) -> None:
+    """What every harness checks before it kills its actors: the ledger's verdict, no exception in
+    any ``who`` handler (the network counts them), and the reference's time limit."""
+    verdict_or_raise(ledger)
+    st = _get(net.stats.remote())
+    assert st["handler_errors"] == 0, (
+        f"{st['handler_errors']} {who} handlers raised (see the ERROR log of raykv.network)")
+    assert elapsed_s <= TEST_TIME_LIMIT_S, (
+        f"test took longer than {TEST_TIME_LIMIT_S:.0f} seconds ({elapsed_s:.1f} s)")
+
+
 class RaftHarness:
     """``n`` Raft peers behind a faulty network; the reference ``make_config(n, unreliable, snapshot)``."""
 
@@ -358,12 +369,7 @@ class RaftHarness:
     def cleanup(self) -> None:
         """Check the ledger, the peers' handlers and the time limit, then kill every actor."""
         try:
-            self.check_applied_logs()
-            st = _get(self.net.stats.remote())
-            assert st["handler_errors"] == 0, (
-                f"{st['handler_errors']} peer handlers raised (see the ERROR log of raykv.network)")
-            assert self.elapsed() <= TEST_TIME_LIMIT_S, (
-                f"test took longer than {TEST_TIME_LIMIT_S:.0f} seconds ({self.elapsed():.1f} s)")
+            check_at_teardown(self.ledger, self.net, self.elapsed(), "peer")
         finally:
             self.kill()
 

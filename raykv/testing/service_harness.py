@@ -45,6 +45,7 @@ from raykv.testing.raft_harness import (
     CALL_DEADLINE_S,
     ELECTION_TIMEOUT_S,
     TEST_TIME_LIMIT_S,
+    check_at_teardown,
     get_with_deadline,
     ledger_replica_actor,
     raise_if_violated,
@@ -292,12 +293,7 @@ class ServiceHarness:
     def cleanup(self) -> None:
         """Check the ledger, handler errors and the time limit, then kill every actor."""
         try:
-            self.check_applied_logs()
-            st = _get(self.net.stats.remote())
-            assert st["handler_errors"] == 0, (
-                f"{st['handler_errors']} {self.kind} handlers raised (see the ERROR log of raykv.network)")
-            assert self.elapsed() <= TEST_TIME_LIMIT_S, (
-                f"test took longer than {TEST_TIME_LIMIT_S:.0f} seconds ({self.elapsed():.1f} s)")
+            check_at_teardown(self.ledger, self.net, self.elapsed(), self.kind)
         finally:
             self.kill()
 

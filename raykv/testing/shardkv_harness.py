@@ -79,7 +79,11 @@ from raykv.testing.ctrler_harness import CtrlerHarness
 from raykv.testing.faults import CTRL_FAULTS, SHARDKV_FAULTS, planted
 from raykv.testing.raft_harness import CALL_DEADLINE_S as CALL_DEADLINE_S
 from raykv.testing.raft_harness import ELECTION_TIMEOUT_S as ELECTION_TIMEOUT_S
-from raykv.testing.raft_harness import TEST_TIME_LIMIT_S, get_with_deadline, ledger_replica_actor
+from raykv.testing.raft_harness import (
+    check_at_teardown,
+    get_with_deadline,
+    ledger_replica_actor,
+)
 from raykv.testing.service_harness import SERVICE_REPORT_WINDOW_S, raise_if_violated, verdict_or_raise
 from shardctrler.config import NSHARDS
 from shardkv.async_clerk import AsyncClerk
@@ -487,12 +491,7 @@ class ShardKVHarness:
     def cleanup(self) -> None:
         """Check the ledger, handler errors and the time limit, then kill every actor."""
         try:
-            self.check_applied_logs()
-            st = _get(self.net.stats.remote())
-            assert st["handler_errors"] == 0, (
-                f"{st['handler_errors']} server handlers raised (see the ERROR log of raykv.network)")
-            assert self.elapsed() <= TEST_TIME_LIMIT_S, (
-                f"test took longer than {TEST_TIME_LIMIT_S:.0f} seconds ({self.elapsed():.1f} s)")
+            check_at_teardown(self.ledger, self.net, self.elapsed(), "server")
         finally:
             self.kill()
 
