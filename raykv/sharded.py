@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayError
 
 from actors.placement import (
     STRATEGIES,
@@ -146,6 +146,10 @@ class ServiceRegistry:
 
     def get(self) -> ServiceInfo | None:
         return self.info
+
+    def node_id(self) -> str:
+        """The Ray node this registry runs on (the head node whenever the cluster has one)."""
+        return str(ray.get_runtime_context().get_node_id())
 
     def put(self, info: ServiceInfo, expected_version: int | None) -> bool:
         current = None if self.info is None else self.info.version
@@ -291,10 +295,11 @@ def _create_registry(name: str, namespace: str, detached: bool) -> Any:
     if detached:
         opts["lifetime"] = "detached"
     head = _head_node()
-    if head is not None:  # on the head node when possible: it lives as long as the cluster
+    if head is not None:  # on the head node, which lives as long as the cluster (a hard affinity: a
+        # registry that a soft one let spill onto a worker node would die with that node)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=True)
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=False)
     try:
         registry = _Registry.options(**opts).remote()
         ray.get(registry.get.remote(), timeout=60)
@@ -639,13 +644,21 @@ class ShardedKV:
     def _refresh(self, missing_ok: bool = False) -> None:
         """Re-read the description from the registry (another driver may have changed the service)."""
         self._check_running()
-        try:
-            info = ray.get(self._registry.get.remote(), timeout=30)
-        except (RayError, GetTimeoutError) as exc:
-            if missing_ok:
-                return
-            raise ServiceNotFoundError(f"the registry of service {self.name!r} cannot be reached (was the "
-                                       f"service stopped?): {exc}") from exc
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                info = ray.get(self._registry.get.remote(), timeout=self._remaining(deadline))
+                break
+            except (RayError, GetTimeoutError) as exc:
+                # ActorUnavailableError is Ray's "try again" (a refused connection while the cluster
+                # reacts to a lost node, say); anything else, or 30 s of it, is final
+                if isinstance(exc, ActorUnavailableError) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
+                if missing_ok:
+                    return
+                raise ServiceNotFoundError(f"the registry of service {self.name!r} cannot be reached (was "
+                                           f"the service stopped?): {exc}") from exc
         if info is not None:
             self.info = info
 

@@ -131,6 +131,11 @@ def test_groups_on_distinct_nodes_survive_losing_a_node(cluster: tuple[Cluster, 
             for i, r in enumerate(g.replicas):
                 d = _storage_dir(r)
                 assert d.startswith(f"{info.data_root}/") and d.endswith(f"replica{i}"), d
+        # the registry (what attach() and every re-read of the layout need) runs on the head node
+        registry_node = ray.get(kv._registry.node_id.remote(), timeout=30)
+        head_id = c.head_node.node_id
+        print(f"registry on {registry_node[:8]} (head {head_id[:8]}); workers {[w[:8] for w in worker_ids]}")
+        assert registry_node == head_id, f"the registry runs on {registry_node}, not on the head node"
         # 2. clients run; the node of group 1's leader is killed under them
         keys: list[str] = []  # two keys per shard for the clients, one more for the probes below
         probes: list[str] = []

@@ -39,8 +39,10 @@ def test_kv_clerk_idle_past_the_ttl_gets_the_error_then_goes_on(ray_session):
         assert ck.get("k", timeout=30) == "a", "the refused append was not applied"
         ck.append("k", "b", timeout=30)
         time.sleep(2.5 * TTL_S)
-        assert ck.get("k", timeout=30) == "ab"  # a read after the TTL: no error
-        assert ck.sessions_renewed == 2
+        # a read after the TTL never fails: the leader serves it by ReadIndex, which neither consults
+        # nor refreshes the session (docs/kvraft.md, "Read strategy"), so it is not renewed here
+        assert ck.get("k", timeout=30) == "ab"
+        assert ck.sessions_renewed == 1
 
 
 def test_kv_dedup_table_stays_bounded_with_many_short_lived_clerks(ray_session):

@@ -33,7 +33,7 @@ KV_FAULTS: dict[str, str] = {
     "kv_no_dedup": "the dedup table is forgotten before every entry: a retried Put or Append that "
                    "was already applied is applied again",
     "kv_local_read": "a server that believes it leads answers Gets from its own state at once, "
-                     "without the log (a deposed leader answers stale values)",
+                     "without the log, and CheckQuorum is off (a deposed leader answers stale values)",
 }
 
 #: The shard controller's planted faults (each breaks one rule of rebalancing).

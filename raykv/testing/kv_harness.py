@@ -18,8 +18,11 @@ on in every server at every start:
 - ``kv_no_dedup``: the dedup table is forgotten before every entry, so a retried Put or Append that
   had already been applied is applied again;
 - ``kv_local_read``: a server that believes it leads answers a batch of Gets from its own state at
-  once, without going through the log (a deposed leader that has not heard of its successor
-  answers stale values).
+  once, without going through the log or ReadIndex (a deposed leader that has not heard of its
+  successor answers stale values). The plant also switches CheckQuorum off: that rule makes a
+  cut-off leader step down one election timeout after it last heard from a majority, which narrows
+  the window of stale answers (a successor can be elected and commit before then) but also hides it
+  from OnePartition 4A, whose minority Get arrives about a second after the partition.
 """
 
 from __future__ import annotations
@@ -101,8 +104,9 @@ class KVHarness(ServiceHarness):
         self.maxraftstate = maxraftstate
         chosen = kv_faults(faults)
         sm_cls = NoDedupKVStateMachine if "kv_no_dedup" in chosen else KVStateMachine
+        rules = {"check_quorum": False} if "kv_local_read" in chosen else None
         super().__init__(n, unreliable, state_machine=functools.partial(sm_cls, maxraftstate),
-                         faults=chosen, prefix="server", seed=seed, tick_s=tick_s)
+                         faults=chosen, prefix="server", seed=seed, tick_s=tick_s, rules=rules)
 
     def make_partition(self) -> tuple[list[int], list[int]]:
         """The first n/2+1 non-leaders, and the remaining non-leaders with the leader last."""

@@ -92,10 +92,13 @@ class ServiceHarness:
         seed: int | None = None,
         tick_s: float = 0.02,
         extra: dict[str, Any] | None = None,
+        rules: dict[str, bool] | None = None,
     ) -> None:
         """``prefix``: server i is ``{prefix}{i}`` (also its name in the ledger); ``faults``: the
         planted faults (core ones go to every core, the rest to the service via
-        ``spec.extra["service_faults"]``); ``extra``: more of ``spec.extra`` for every server."""
+        ``spec.extra["service_faults"]``); ``extra``: more of ``spec.extra`` for every server;
+        ``rules``: core switches (``pre_vote``, ``check_quorum``, ``leader_noop``) that override the
+        service's defaults in every server."""
         self.n = n
         self.prefix = prefix
         self.faults = frozenset(faults)
@@ -121,6 +124,7 @@ class ServiceHarness:
                 tick_s=tick_s,
                 seed=self.rng.randrange(2**31),
                 extra=spec_extra,
+                **(rules or {}),
             ))
             for i in range(n)
         ]
