@@ -31,14 +31,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from actors.replica import SERVICE_RULES
+from actors.statemachine import NEEDS_LOG as _NEEDS_LOG
 from raft import RaftNode, ReadState
 
 #: how a service may serve reads: ``index`` (ReadIndex, no log entry; the default) or ``log``
 READ_PATHS = ("index", "log")
 
 #: What a service's read function returns for an operation that only the log can answer (malformed,
-#: or a client the dedup table must first open or refuse): the whole batch then goes through the log.
-NEEDS_LOG: Any = type("NeedsLog", (), {"__repr__": lambda self: "NEEDS_LOG"})()
+#: or a client the dedup table must first open, refuse or renew): the whole batch then goes through the
+#: log. (Defined in the Ray-free :mod:`actors.statemachine`, for the state machines.)
+NEEDS_LOG = _NEEDS_LOG
 
 
 class ReadWaiters:
@@ -102,8 +104,12 @@ class ReadIndexServing:
     """Mixin for a service replica (:class:`actors.service_server.ServiceReplica` subclass; list it
     first among the bases) that serves read-only batches with ReadIndex instead of the log.
 
-    The service overrides :meth:`_read_op` (the result of one read on its state machine, or
-    :data:`NEEDS_LOG`) and calls :meth:`_serve_reads` for a batch of reads: ``(ok, results)``, the
+    The service's state machine answers one read with ``read(op, now_ms, ttl)`` (the result, or
+    :data:`NEEDS_LOG`; a service may override :meth:`_read_op` instead), where ``now_ms`` and ``ttl``
+    are what this leader would stamp an entry with now (its clock and the session TTL): a session
+    idle for longer than half the TTL by the newer of that clock and the log's is read through the
+    log, which renews it (see :mod:`actors.sessions`, "Readers renew through the log"). The service
+    calls :meth:`_serve_reads` for a batch of reads: ``(ok, results)``, the
     answers a proposal would get (``wrong_leader``, ``timeout``, ``None`` when down), or
     :data:`NEEDS_LOG` when the batch must be proposed instead. ``spec.extra["read_path"]`` is
     ``"index"`` (the default) or ``"log"`` (every read through the log).
@@ -126,9 +132,10 @@ class ReadIndexServing:
         if self._read_path not in READ_PATHS:
             raise ValueError(f"read_path must be one of {READ_PATHS}, got {self._read_path!r}")
 
-    def _read_op(self, sm: Any, op: Any) -> Any:
-        """The result of the read-only ``op`` on ``sm`` as it is now, or :data:`NEEDS_LOG`."""
-        return NEEDS_LOG
+    def _read_op(self, sm: Any, op: Any, now_ms: int, ttl: int) -> Any:
+        """The result of the read-only ``op`` on ``sm`` as it is now, or :data:`NEEDS_LOG` (``now_ms``
+        and ``ttl``: this leader's clock and session TTL, see the class docstring)."""
+        return sm.read(op, now_ms, ttl)
 
     async def _serve_reads(self, ops: Any) -> Any:
         """Serve a batch of read-only operations with ReadIndex (see the class docstring)."""
@@ -138,7 +145,10 @@ class ReadIndexServing:
         sm = me.sm
         if sm is None or me.core is None:
             return None
-        if self._read_path != "index" or any(self._read_op(sm, op) is NEEDS_LOG for op in ops):
+        if self._read_path != "index":
+            return NEEDS_LOG
+        now_ms, ttl = me._log_time()
+        if any(self._read_op(sm, op, now_ms, ttl) is NEEDS_LOG for op in ops):
             return NEEDS_LOG
         inc = me.incarnation
         ready = await self._read_index()
@@ -147,8 +157,9 @@ class ReadIndexServing:
         sm = me.sm
         if sm is None or inc != me.incarnation:
             return None
-        results = [self._read_op(sm, op) for op in ops]
-        if any(r is NEEDS_LOG for r in results):  # e.g. a session expired meanwhile
+        now_ms, ttl = me._log_time()
+        results = [self._read_op(sm, op, now_ms, ttl) for op in ops]
+        if any(r is NEEDS_LOG for r in results):  # e.g. a session expired or became due meanwhile
             return NEEDS_LOG
         return OK, results
 
@@ -177,10 +188,10 @@ class ReadIndexServing:
             self._reads.forget(ctx)
             return TIMEOUT, None
         core = me.core
+        if not ok:  # dropped, deposed, or failed by a crash: answered like a failed proposal
+            return WRONG_LEADER, (core.leader_id if core is not None else None)
         if core is None:
             return None
-        if not ok:
-            return WRONG_LEADER, core.leader_id
         return True
 
     def _after_apply(self, rd: Any, applied: int) -> None:

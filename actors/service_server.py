@@ -67,9 +67,14 @@ class ServiceReplica(ReplicaActor):
         self._wait_s = float(spec.extra.get("server_wait_s", DEFAULT_SERVER_WAIT_S))
         self._session_ttl_ms = ttl_ms(spec.extra.get("session_ttl", DEFAULT_SESSION_TTL_S))
 
+    def _log_time(self) -> tuple[int, int]:
+        """``(time_ms, ttl_ms)`` this leader would stamp an entry with now: its wall-clock time and the
+        session TTL, both in ms (the reads use it to decide whether a session needs renewing)."""
+        return time.time_ns() // 1_000_000, self._session_ttl_ms
+
     def _stamped(self, command: Any) -> tuple:
         """``command`` stamped with this leader's wall-clock time (ms) and the session TTL (ms)."""
-        return stamp(command, time.time_ns() // 1_000_000, self._session_ttl_ms)
+        return stamp(command, *self._log_time())
 
     # -- serving a clerk's batch ------------------------------------------------------------------
 

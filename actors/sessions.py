@@ -34,6 +34,17 @@ unknown and the table ``forgot``. The one request the rule cannot protect is a s
 the TTL (their own clock: the one place where a clock outside the log matters, and only through its
 rate), so that copy cannot exist while clock rates agree within a factor of two.
 
+**Readers renew through the log.** A read served without the log (ReadIndex, :mod:`actors.reads`)
+touches no table, so a client that only reads would look idle and expire. So a read of a session
+idle for longer than half the TTL goes through the log instead (:func:`renewal_due`, asked by the
+state machines' ``read()``): its entry refreshes the session like any request, and the client's next
+write is not refused. "Idle" is measured against the newer of the log clock and the leader's own
+clock (which stamps the next entry): when nothing else is written the log clock stands still, but the
+next entry's stamp will not. The choice of path is not replicated state (both paths are
+linearizable), so a clock may decide it; what the session table holds is still decided by the log
+alone. A reading session thus costs at most about one log entry per half TTL (the reads already in
+flight when its renewal is decided may go through the log too).
+
 Invariants (checked by the unit and property tests): the same entries give the same tables, entries in
 the same order, and the same clock on every replica, whatever snapshots were taken or restored on the
 way; every table is ordered by ``last_ms`` and no ``last_ms`` is above the clock; no request is executed
@@ -88,6 +99,12 @@ def unstamp(entry: Any) -> tuple[int | None, int, Any]:
     return None, 0, entry
 
 
+def renewal_due(last_ms: int, now_ms: int, ttl: int) -> bool:
+    """Whether a read of a session last active at ``last_ms`` (log time) should go through the log at
+    ``now_ms``, to refresh the session: idle for longer than half the TTL ``ttl`` (``0``: never)."""
+    return ttl > 0 and now_ms - last_ms > ttl // 2
+
+
 @dataclass(slots=True)
 class LogClock:
     """The newest log time applied (``now_ms``, never decreasing) and the TTL of the last stamped
@@ -105,6 +122,12 @@ class LogClock:
         if time_ms > self.now_ms:
             self.now_ms = time_ms
         return True
+
+    def for_read(self, now_ms: int = 0, ttl: int | None = None) -> tuple[int, int]:
+        """``(now, ttl)`` to judge a read by: the newer of the log clock and ``now_ms`` (the reading
+        leader's clock, which stamps the next entry; ``0``: the log clock alone), and ``ttl`` (the TTL
+        the leader stamps; ``None``: the last stamped entry's)."""
+        return max(self.now_ms, now_ms), self.ttl_ms if ttl is None else ttl
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +155,14 @@ class SessionTable:
 
     def get(self, client: int) -> list[Any] | None:
         return self.entries.get(client)
+
+    def readable(self, client: int, now_ms: int, ttl: int) -> bool:
+        """Whether a read of ``client`` may be served without the log at ``now_ms`` (ms, the newer of
+        the log clock and the reading leader's clock) under the TTL ``ttl``: its session is known and
+        not due for renewal (:func:`renewal_due`). Otherwise only the log can answer: it opens the
+        session, refuses it as expired, or refreshes it."""
+        entry = self.entries.get(client)
+        return entry is not None and not renewal_due(entry[1], now_ms, ttl)
 
     def refuses(self, client: int, seq: int) -> bool:
         """Whether a request ``seq`` of ``client`` must be refused: the client is unknown, the request

@@ -11,6 +11,12 @@ from __future__ import annotations
 import pickle
 from typing import Any, Protocol
 
+#: What a service state machine's ``read(op, now_ms, ttl)`` returns for a read only the log can answer
+#: (malformed, or a client the dedup table must first open, refuse or renew): the replica then
+#: proposes the whole batch instead of serving it with ReadIndex (:mod:`actors.reads`). Defined here,
+#: in a module without Ray, so the pure state machines can name it.
+NEEDS_LOG: Any = type("NeedsLog", (), {"__repr__": lambda self: "NEEDS_LOG"})()
+
 
 class StateMachine(Protocol):
     """What a replicated service implements (hashicorp/raft calls this the FSM)."""

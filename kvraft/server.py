@@ -30,7 +30,8 @@ default; see docs/kvraft.md, "Read strategy" and :class:`actors.reads.ReadIndexS
 heartbeat round after the call arrived has confirmed this peer's leadership and it has applied
 everything committed before, it reads its state machine, with no log entry. A batch that holds a
 write, or a Get of a client the dedup table does not know (its session is opened, or refused as
-expired, through the log), goes through the log like a write, and so do all reads with
+expired, through the log) or of a session idle for longer than half the TTL (the entry renews it, so
+a clerk that only reads keeps its session), goes through the log like a write, and so do all reads with
 ``read_path="log"``: a Get is then answered by the leader that applied it in its own term. Either way
 the read happens at a point inside the call, so it is linearizable without clocks.
 
@@ -60,9 +61,6 @@ class KVReplica(ReadIndexServing, ServiceReplica):
 
     def _batch_problem(self, ops: Any) -> str | None:
         return batch_problem(ops)
-
-    def _read_op(self, sm: Any, op: Any) -> Any:
-        return sm.read(op)
 
     async def rpc_kv(self, ops: Batch) -> tuple[str, Any] | None:
         """Serve a batch of Gets with ReadIndex, or propose ``ops`` as one entry and answer once it is

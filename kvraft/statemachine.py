@@ -39,8 +39,8 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from actors.reads import NEEDS_LOG
 from actors.sessions import LogClock, SessionExpired, SessionTable, unstamp
+from actors.statemachine import NEEDS_LOG
 from kvraft.ops import APPEND, GET, PUT, Batch, Rejected, batch_problem
 
 _PICKLE_PROTOCOL = 5
@@ -155,11 +155,15 @@ class KVStateMachine:
     def get(self, key: str) -> str:
         return self.data.get(key, "")
 
-    def read(self, op: Any) -> Any:
+    def read(self, op: Any, now_ms: int = 0, ttl: int | None = None) -> Any:
         """What the Get ``op`` returns if served now without the log (ReadIndex; nothing changes), or
-        :data:`~actors.reads.NEEDS_LOG` if only the log can answer it: not a well-formed Get, or a
-        client the dedup table does not know (the log opens its session, or refuses it as expired)."""
-        if not isinstance(op, tuple) or len(op) != 5 or op[0] != GET or self.sessions.get(op[3]) is None:
+        :data:`~actors.reads.NEEDS_LOG` if only the log can answer it: not a well-formed Get, a client
+        the dedup table does not know (the log opens its session, or refuses it as expired), or a
+        session idle for longer than half the TTL (the log refreshes it, so a client that only reads
+        does not expire: :func:`~actors.sessions.renewal_due`). ``now_ms`` and ``ttl``: the reading
+        leader's clock and the TTL it stamps (see :meth:`~actors.sessions.LogClock.for_read`)."""
+        if (not isinstance(op, tuple) or len(op) != 5 or op[0] != GET
+                or not self.sessions.readable(op[3], *self.clock.for_read(now_ms, ttl))):
             return NEEDS_LOG
         return self.data.get(op[1], "")
 

@@ -27,8 +27,8 @@ Client Gets: a batch of Gets only is served with ReadIndex (:class:`actors.reads
 after one heartbeat round has confirmed the leadership and the leader has applied everything committed
 before the batch arrived, each Get is checked against its shard's status at that point
 (:meth:`~shardkv.statemachine.ShardKVStateMachine.read`: ``WRONG_GROUP`` unless owned and ready) and
-read, with no log entry; a batch with a write, or a Get of a client its shard does not know, goes
-through the log.
+read, with no log entry; a batch with a write, or a Get of a client its shard does not know or whose
+session there has been idle for longer than half the TTL (the entry renews it), goes through the log.
 
 Background work, on the actor's event loop, on the leader only (every ``poll_s``):
 
@@ -178,9 +178,6 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
         for i, r in zip(served, reply[1], strict=True):
             results[i] = r
         return OK, results
-
-    def _read_op(self, sm: Any, op: Any) -> Any:
-        return sm.read(op)
 
     async def kv(self, data: bytes) -> bytes | None:
         """``rpc_kv`` for clerks that call the actor directly, with the batch and the answer pickled."""

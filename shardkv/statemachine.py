@@ -67,8 +67,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.reads import NEEDS_LOG
 from actors.sessions import LogClock, SessionExpired, SessionTable, unstamp
+from actors.statemachine import NEEDS_LOG
 from shardctrler.config import NSHARDS, Config, key2shard, key2shard_reference
 from shardkv.ops import (
     APPEND,
@@ -365,11 +365,14 @@ class ShardKVStateMachine:
 
     # -- queries for the server ------------------------------------------------------------------
 
-    def read(self, op: Any) -> Any:
+    def read(self, op: Any, now_ms: int = 0, ttl: int | None = None) -> Any:
         """What the Get ``op`` returns if served now without the log (ReadIndex; nothing changes):
         the value, or ``WRONG_GROUP`` if the key's shard is not owned and ready here at this point; or
         :data:`~actors.reads.NEEDS_LOG` if only the log can answer it (not a well-formed Get for its
-        shard, or a client the shard's dedup table does not know: the log opens or refuses it)."""
+        shard, a client the shard's dedup table does not know: the log opens or refuses it, or a
+        session on that shard idle for longer than half the TTL: the log refreshes it, see
+        :func:`~actors.sessions.renewal_due`). ``now_ms`` and ``ttl``: the reading leader's clock and
+        the TTL it stamps (see :meth:`~actors.sessions.LogClock.for_read`)."""
         if op_problem(op, self.nshards) is not None or op[0] != GET:
             return NEEDS_LOG
         _, key, _, client, _, shard = op
@@ -378,7 +381,7 @@ class ShardKVStateMachine:
         sh = self.shards.get(shard)
         if sh is None or sh.status not in READY:
             return WRONG_GROUP
-        if sh.dedup.get(client) is None:
+        if not sh.dedup.readable(client, *self.clock.for_read(now_ms, ttl)):
             return NEEDS_LOG
         return sh.data.get(key, "")
 

@@ -4,6 +4,7 @@ the log can answer (``NEEDS_LOG``). The Ray side is in tests/test_kvraft_reads.p
 from __future__ import annotations
 
 from actors.reads import NEEDS_LOG
+from actors.sessions import stamp
 from kvraft.ops import GET as KV_GET
 from kvraft.ops import PUT as KV_PUT
 from kvraft.statemachine import KVStateMachine
@@ -37,3 +38,49 @@ def test_shardkv_read_checks_the_shard_at_the_point_it_is_read():
     assert sm.read((GET, key, None, 5, 2, (s + 1) % 10)) is NEEDS_LOG  # the wrong shard for the key
     sm.apply(3, (CONFIG, Config(2, tuple(other), servers)))  # the key's shard leaves this group
     assert sm.read((GET, key, None, 5, 3, s)) == WRONG_GROUP
+
+
+def test_kv_read_of_a_session_idle_for_half_the_ttl_goes_through_the_log_and_renews_it():
+    ttl = 1_000
+    sm = KVStateMachine()
+    sm.apply(1, stamp(((KV_PUT, "a", "1", 7, 1),), 10_000, ttl))
+    assert sm.read((KV_GET, "a", None, 7, 2)) == "1"  # by the log clock alone: just active
+    assert sm.read((KV_GET, "a", None, 7, 2), 10_500, ttl) == "1"  # idle half the TTL: still ReadIndex
+    # idle for more than half the TTL by the leader's clock, though the log clock stands still (nobody
+    # wrote since): only the log can answer, and its entry renews the session
+    assert sm.read((KV_GET, "a", None, 7, 2), 10_501, ttl) is NEEDS_LOG
+    assert sm.read((KV_GET, "a", None, 7, 2), 10_501, 0) == "1"  # ttl 0: sessions never expire
+    sm.apply(2, stamp(((KV_PUT, "b", "2", 8, 1),), 10_600, ttl))  # another client moves the log clock
+    assert sm.read((KV_GET, "a", None, 7, 2)) is NEEDS_LOG  # by the log clock alone, too
+    assert sm.apply(3, stamp(((KV_GET, "a", None, 7, 2),), 10_700, ttl)) == ["1"]  # through the log
+    assert sm.sessions.get(7)[1] == 10_700 and list(sm.sessions) == [8, 7]
+    assert sm.read((KV_GET, "a", None, 7, 3), 11_100, ttl) == "1"  # renewed: ReadIndex again
+    # a reader whose reads renew its session every half TTL never expires, however long it reads,
+    # and its write after that is applied, not refused
+    t, index = 10_700, 3
+    for _ in range(20):
+        t += 300
+        if sm.read((KV_GET, "a", None, 7, 3), t, ttl) is NEEDS_LOG:
+            index += 1
+            assert sm.apply(index, stamp(((KV_GET, "a", None, 7, 3),), t, ttl)) == ["1"]
+    assert index - 3 <= 10, "at most one log entry per half TTL"
+    index += 1
+    assert sm.apply(index, stamp(((KV_PUT, "a", "2", 7, 4),), t + 300, ttl)) == [None]
+    assert sm.data["a"] == "2" and sm.expired_refused == 0 and sm.sessions.forgot  # client 8 expired
+
+
+def test_shardkv_read_renews_a_session_idle_for_half_the_ttl_on_its_shard():
+    ttl = 1_000
+    sm = ShardKVStateMachine(100)
+    shard_of = mapping_function("reference")
+    s = shard_of("k", 10)
+    sm.apply(1, stamp((CONFIG, Config(1, (100,) * 10, {100: ("a",)})), 10_000, ttl))
+    sm.apply(2, stamp((CLIENT, ((PUT, "k", "v", 5, 1, s),)), 10_000, ttl))
+    assert sm.read((GET, "k", None, 5, 2, s), 10_500, ttl) == "v"
+    assert sm.read((GET, "k", None, 5, 2, s), 10_501, ttl) is NEEDS_LOG
+    assert sm.apply(3, stamp((CLIENT, ((GET, "k", None, 5, 2, s),)), 10_501, ttl)) == ["v"]
+    assert sm.shards[s].dedup.get(5)[1] == 10_501
+    assert sm.read((GET, "k", None, 5, 3, s), 11_000, ttl) == "v"
+    sm.apply(4, stamp((CONFIG, Config(2, (0,) * 10, {})), 11_100, ttl))  # the shard is held, not served
+    assert sm.read((GET, "k", None, 5, 3, s), 50_000, ttl) == WRONG_GROUP  # ownership checked first
+

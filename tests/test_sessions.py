@@ -20,6 +20,7 @@ from actors.sessions import (
     SessionExpired,
     SessionExpiredError,
     SessionTable,
+    renewal_due,
     stamp,
     ttl_ms,
     unstamp,
@@ -104,6 +105,23 @@ def test_refusal_rule():
     assert not t.refuses(6, 1)  # a client's first request opens its session
     t.open(6, 100)
     assert not t.refuses(6, 2)
+
+
+def test_a_read_renews_its_session_through_the_log_after_half_the_ttl():
+    assert not renewal_due(1_000, 1_500, TTL)  # idle exactly half the TTL: still read without the log
+    assert renewal_due(1_000, 1_501, TTL)
+    assert not renewal_due(1_000, 10**9, 0)  # ttl 0: sessions never expire, never renewed
+    assert not renewal_due(1_000, 900, TTL)  # a leader clock behind the session's time
+    t = SessionTable()
+    t.open(1, 1_000)
+    assert t.readable(1, 1_400, TTL) and not t.readable(1, 1_600, TTL)
+    assert not t.readable(2, 1_000, TTL)  # unknown: the log opens or refuses it
+    assert list(t) == [1] and t.get(1)[1] == 1_000, "asking changes nothing"
+    clock = LogClock()
+    clock.advance(2_000, TTL)
+    assert clock.for_read() == (2_000, TTL)  # the log clock alone
+    assert clock.for_read(5_000, 300) == (5_000, 300)  # the leader's clock is ahead; its TTL
+    assert clock.for_read(1_000) == (2_000, TTL)  # ... or behind: the log clock
 
 
 def test_table_pickles_copies_and_installs_under_another_clock():

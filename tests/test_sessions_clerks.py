@@ -102,11 +102,11 @@ def test_kv_idle_clerk_gets_the_error_for_a_write_and_its_reads_go_on() -> None:
         await ck.append("a", "3")  # the new session works at once
         assert await ck.get("a") == "123"
         await asyncio.sleep(2 * TTL_S)
-        # a read after the TTL never fails: the leader serves it by ReadIndex, which neither consults
-        # nor refreshes the session (docs/kvraft.md, "Read strategy"), so the session is not renewed here;
-        # the next write finds it expired
+        # a read after the TTL never fails: the session has been idle for more than half the TTL, so the
+        # leader sends the read through the log (docs/kvraft.md, "Read strategy"), which refuses it as
+        # expired; the clerk resends it in a new session without a word
         assert await ck.get("a") == "123"
-        assert ck.sessions_renewed == 1
+        assert ck.sessions_renewed == 2
         # concurrent callers after idling: every write of the refused batch fails, reads come back,
         # and the operations queued behind it are renumbered into the new session and applied
         await asyncio.sleep(2 * TTL_S)
@@ -117,6 +117,33 @@ def test_kv_idle_clerk_gets_the_error_for_a_write_and_its_reads_go_on() -> None:
         assert replica.sm.data["a"] in ("123", "1235")
         # the two idle sessions expired
         assert replica.sm.stats()["sessions_expired"] >= 2 and len(replica.sm.sessions) == 1
+        await ck.close()
+        await replica.crash()
+
+    asyncio.run(main())
+
+
+def test_kv_clerk_that_only_reads_for_three_ttls_keeps_its_session() -> None:
+    from kvraft.async_clerk import AsyncClerk
+    from kvraft.server import KVReplica
+    from kvraft.statemachine import KVStateMachine
+
+    async def main() -> None:
+        replica = await _solo_leader(KVReplica, state_machine=KVStateMachine, extra={"session_ttl": TTL_S})
+        ck = AsyncClerk(_Direct(replica.rpc_kv), session_ttl=TTL_S)  # type: ignore[arg-type]
+        await ck.put("a", "1")
+        first_index, reads = replica.sm.last_applied, 0
+        end = time.monotonic() + 3 * TTL_S
+        while time.monotonic() < end:  # nobody writes: the log clock stands still meanwhile
+            assert await ck.get("a") == "1"
+            reads += 1
+        await ck.append("a", "2")  # no SessionExpiredError: the reads renewed the session
+        assert ck.sessions_renewed == 0 and replica.sm.expired_refused == 0
+        assert replica.sm.data == {"a": "12"}
+        # ReadIndex stays the common case: about one entry per half TTL went through the log (7 at
+        # most in 3 TTLs, plus the append), against many reads
+        entries = replica.sm.last_applied - first_index
+        assert entries <= 8 and reads > 5 * entries, (entries, reads)
         await ck.close()
         await replica.crash()
 

@@ -39,10 +39,30 @@ def test_kv_clerk_idle_past_the_ttl_gets_the_error_then_goes_on(ray_session):
         assert ck.get("k", timeout=30) == "a", "the refused append was not applied"
         ck.append("k", "b", timeout=30)
         time.sleep(2.5 * TTL_S)
-        # a read after the TTL never fails: the leader serves it by ReadIndex, which neither consults
-        # nor refreshes the session (docs/kvraft.md, "Read strategy"), so it is not renewed here
+        # a read after the TTL never fails: its session has been idle for more than half the TTL, so
+        # the leader sends it through the log (docs/kvraft.md, "Read strategy"), which refuses it as
+        # expired, and the clerk resends it in a new session without a word
         assert ck.get("k", timeout=30) == "ab"
-        assert ck.sessions_renewed == 1
+        assert ck.sessions_renewed == 2
+
+
+def test_kv_clerk_that_only_reads_for_three_ttls_then_writes_gets_no_error(ray_session):
+    with kvraft.start_group(3, storage="memory", session_ttl=TTL_S) as group:
+        ck = group.clerk()
+        ck.put("k", "a", timeout=30)
+        leader = group.leader()
+        before = _kv_stats(group)[leader]["last_applied"]
+        reads, end = 0, time.monotonic() + 3 * TTL_S
+        while time.monotonic() < end:  # reading is the subject: nobody writes meanwhile
+            assert ck.get("k", timeout=30) == "a"
+            reads += 1
+        ck.append("k", "b", timeout=30)  # the reads kept the session alive: no SessionExpiredError
+        assert ck.sessions_renewed == 0 and ck.get("k", timeout=30) == "ab"
+        stats = _kv_stats(group)[leader]
+        # ReadIndex stays the common case: a reading session costs about one log entry per half TTL
+        # (6 in 3 TTLs, one more at the edges), plus the append
+        assert stats["last_applied"] - before <= 9 and stats["expired_refused"] == 0, (stats, before, reads)
+        assert reads > 30, reads
 
 
 def test_kv_dedup_table_stays_bounded_with_many_short_lived_clerks(ray_session):
@@ -91,6 +111,28 @@ def test_shardkv_clerk_idle_past_the_ttl_gets_the_error_then_goes_on(ray_session
         assert ck.get("a", timeout=30) == "1x"
         st = group.status()
         assert max(s.get("expired_refused", 0) for s in st) >= 1, st
+    finally:
+        if group is not None:
+            group.stop()
+        ctrler.stop()
+
+
+def test_shardkv_clerk_that_only_reads_for_three_ttls_then_writes_gets_no_error(ray_session):
+    import shardkv.group
+
+    ctrler = shardctrler.start_group(3, storage="memory", session_ttl=TTL_S)
+    group = None
+    try:
+        group = shardkv.group.start_group(100, ctrler, 3, storage="memory", session_ttl=TTL_S, join=True)
+        ck = shardkv.group.make_clerk(ctrler, session_ttl=TTL_S)
+        ck.put("a", "1", timeout=30)
+        reads, end = 0, time.monotonic() + 3 * TTL_S
+        while time.monotonic() < end:  # reading is the subject: nobody writes meanwhile
+            assert ck.get("a", timeout=30) == "1"
+            reads += 1
+        ck.append("a", "x", timeout=30)  # the reads kept the shard's session alive: no error
+        assert ck.get("a", timeout=30) == "1x" and reads > 30
+        assert max(s.get("expired_refused", 0) for s in group.status()) == 0
     finally:
         if group is not None:
             group.stop()
