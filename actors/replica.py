@@ -31,6 +31,7 @@ from typing import Any
 
 import ray
 
+from actors.replacer import Replacer
 from actors.statemachine import StateMachine
 from actors.storage import MemoryStorage, Storage, StorageError
 from actors.transport import DirectTransport, NetworkTransport, Transport
@@ -141,6 +142,9 @@ class ReplicaActor:
         #: how to reach peers that joined after this replica was built: peer -> endpoint (an actor
         #: handle for the direct transport, an end name for the network one); kept across restarts
         self._joined_peers: dict[int, Any] = {}
+        #: replaces the group's lost replicas while this replica leads (only with
+        #: ``spec.extra["replace"]``; see actors/replacer.py)
+        self._replacer: Any = None
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -186,6 +190,11 @@ class ReplicaActor:
         if state.snapshot.index > 0:
             self.sm.restore(state.snapshot.data, state.snapshot.index)
         self._spawn(self._ticker(incarnation))
+        replace_options = self.spec.extra.get("replace")
+        if replace_options is not None and self._replacer is None:
+            self._replacer = Replacer(self, replace_options)
+        if self._replacer is not None:  # this group replaces its lost replicas (actors/replacer.py)
+            self._spawn(self._replacer.run(incarnation))
 
     async def crash(self) -> None:
         """Lose all volatile state, as a process crash would; storage keeps what was saved."""
@@ -376,6 +385,16 @@ class ReplicaActor:
             self._schedule_flush()
         return result
 
+    async def enable_replacement(self, options: Any) -> None:
+        """From now on (and across restarts), replace the group's lost replicas while this replica
+        leads: ``options`` is an :class:`actors.replacer.ReplaceOptions` (the group's directory). The
+        same as starting with ``spec.extra["replace"]``; idempotent."""
+        if self._replacer is not None:
+            return
+        self._replacer = Replacer(self, options)
+        if self.core is not None:
+            self._spawn(self._replacer.run(self.incarnation))
+
     async def add_peer(self, peer: int, endpoint: Any) -> None:
         """How to reach ``peer`` from now on (and after restarts): an actor handle for the direct
         transport, the name of this replica's end to it for the network transport."""
@@ -399,6 +418,8 @@ class ReplicaActor:
         st["failure"] = self.failure
         st["storage_failed"] = self.storage_failed
         st["raft_state_size"], st["snapshot_size"] = await self.storage_sizes()
+        if self._replacer is not None:
+            st["replacing"] = self._replacer.last
         return st
 
     async def storage_sizes(self) -> tuple[int, int]:
@@ -430,6 +451,11 @@ class ReplicaActor:
 
     async def ping(self) -> bool:
         return True
+
+    async def node_id(self) -> str:
+        """The Ray node this replica runs on (a leader replacing lost replicas probes its members with
+        it: an answer means alive, Ray's ``ActorDiedError`` dead)."""
+        return str(ray.get_runtime_context().get_node_id())
 
 
 def replica_actor(max_concurrency: int = 1000) -> Any:

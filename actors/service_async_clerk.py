@@ -169,5 +169,8 @@ class AsyncGroupClerk(GroupClerkCore):
         except asyncio.TimeoutError:
             return NO_ANSWER
         except Exception:  # a Ray error: the actor died or the call failed
+            forget = getattr(self.endpoints, "forget", None)
+            if forget is not None:  # endpoints that find servers by name look this one up again
+                forget(server)
             return None
         return self.endpoints.unpack(value)

@@ -223,6 +223,9 @@ class SyncGroupClerk(GroupClerkCore):
             value = ray.get(ref, timeout=wait)
         except GetTimeoutError:
             return NO_ANSWER
-        except RayError:
+        except (RayError, ValueError):  # a dead actor (a router that looks names up: an unknown name)
+            forget = getattr(self.endpoints, "forget", None)
+            if forget is not None:  # endpoints that find servers by name look this one up again
+                forget(server)
             return None
         return self.endpoints.unpack(value)

@@ -3,7 +3,8 @@
 Set ``RAYKV_LOG`` to switch it on: ``RAYKV_LOG=all`` logs every topic, ``RAYKV_LOG=elect,commit``
 only those topics. Topics: ``elect`` (timeouts, votes, leadership), ``term`` (term changes),
 ``append`` (replication and backtracking), ``commit`` (commit index), ``snap`` (snapshots),
-``persist`` (restarts from storage), ``member`` (membership changes). Each line reads::
+``persist`` (restarts from storage), ``member`` (membership changes), ``replace`` (a leader replacing
+the group's lost replicas: :mod:`actors.replacer`). Each line reads::
 
     raft  P2 T5 leader    commit  commit index 17 -> 19
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 
-TOPICS = frozenset({"elect", "term", "append", "commit", "snap", "persist", "member"})
+TOPICS = frozenset({"elect", "term", "append", "commit", "snap", "persist", "member", "replace"})
 
 _logger = logging.getLogger("raykv.raft")
 

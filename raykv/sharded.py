@@ -28,12 +28,14 @@ made against an out-of-date description (:class:`ServiceError`).
 
 from __future__ import annotations
 
+import functools
+import random
 import re
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +50,11 @@ from actors.placement import (
     place_group,
     remove_dirs,
 )
+from actors.replacer import ReplaceOptions
 from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
+from actors.storage import FileStorage, MemoryStorage
 from raykv.cluster import ClusterError, init_ray
-from raykv.sharded_status import GroupStatus, ServiceStatus, group_status
+from raykv.sharded_status import GroupStatus, ReplicaReplacement, ServiceStatus, group_status
 from shardctrler.config import Config, _check_nshards
 
 __all__ = [
@@ -58,6 +62,7 @@ __all__ = [
     "ClusterError",
     "GroupInfo",
     "GroupStatus",
+    "ReplicaReplacement",
     "ServiceError",
     "ServiceExistsError",
     "ServiceInfo",
@@ -94,9 +99,13 @@ class ServiceExistsError(ServiceError):
 class GroupInfo:
     """One replica group of a service: the controller (``gid=0``) or shard group ``gid``.
 
-    ``replicas`` are actor handles (index = peer id), ``names`` the servers' names as the configurations
-    carry them, ``nodes`` where each replica ran when the group started, ``data_dir`` the storage
-    directory (on each replica's own node; ``None`` for memory storage).
+    The group has one *slot* per replica: slot ``i`` is the server named ``names[i]``. ``replicas``
+    are the slots' actor handles, ``names`` the servers' names as the configurations carry them,
+    ``nodes`` where each slot's replica runs, ``data_dir`` the storage directory (on each replica's own
+    node; ``None`` for memory storage). ``peers``: the Raft peer id in each slot (empty: the slot
+    numbers, as at the start). When a lost replica is replaced (actors/replacer.py) its slot gets the
+    new replica, under the same name, on another node, with a new peer id; ``replacements`` lists
+    every replacement, oldest first (:class:`ReplicaReplacement`).
     """
 
     gid: int
@@ -106,6 +115,8 @@ class GroupInfo:
     nodes: tuple[str | None, ...]
     data_dir: str | None
     placement: GroupPlacement
+    peers: tuple[int, ...] = ()
+    replacements: tuple[ReplicaReplacement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,14 +149,148 @@ class ServiceInfo:
         return tuple(sorted(g.gid for g in self.groups))
 
 
+@dataclass
+class _Slots:
+    """The registry's own record of a group's slots, kept apart from the drivers' description (so a
+    replacement, made by the service itself, never conflicts with a driver's compare-and-set)."""
+
+    peers: list[int]
+    replicas: list[Any]
+    nodes: list[str | None]
+    next_peer: int
+    done: list[ReplicaReplacement] = field(default_factory=list)
+    current: ReplicaReplacement | None = None
+    #: what the slot of the replacement in progress held before: (peer, handle, node)
+    before: tuple[int, Any, str | None] | None = None
+
+
 class ServiceRegistry:
-    """The registry actor: holds one :class:`ServiceInfo`; changes are compare-and-set on ``version``."""
+    """The registry actor: holds one :class:`ServiceInfo`; changes are compare-and-set on ``version``.
+
+    It is also the *directory* of the groups' replacements of lost replicas (the protocol of
+    :mod:`actors.replacer`): the group's leader asks it for the group's slots, has it create the
+    replacement (so the replacement's owner is this registry, which lives as long as the service, and
+    not the leader, whose death would take the replacement with it) and tells it when the
+    replacement is done. Its slot records override the drivers' description in :meth:`get`, and
+    replacements do not change ``version``.
+    """
 
     def __init__(self) -> None:
         self.info: ServiceInfo | None = None
+        self.slots: dict[int, _Slots] = {}
+        self.is_stopping = False
 
     def get(self) -> ServiceInfo | None:
-        return self.info
+        if self.info is None:
+            return None
+        info = self.info
+        return replace(info, ctrler=self._merged(info.ctrler),
+                       groups=tuple(self._merged(g) for g in info.groups))
+
+    def _merged(self, g: GroupInfo) -> GroupInfo:
+        sl = self.slots.get(g.gid)
+        if sl is None:
+            return g
+        return replace(g, replicas=tuple(sl.replicas), nodes=tuple(sl.nodes), peers=tuple(sl.peers),
+                       replacements=tuple(sl.done) + ((sl.current,) if sl.current is not None else ()))
+
+    def _group(self, gid: int) -> GroupInfo | None:
+        if self.info is None or self.is_stopping:
+            return None
+        return self.info.ctrler if gid == 0 else self.info.group(gid)
+
+    def _slots(self, g: GroupInfo) -> _Slots:
+        sl = self.slots.get(g.gid)
+        if sl is None:
+            peers = list(g.peers) if g.peers else list(range(len(g.replicas)))
+            sl = self.slots[g.gid] = _Slots(peers, list(g.replicas), list(g.nodes), max(peers) + 1)
+        return sl
+
+    def stopping(self) -> ServiceInfo | None:
+        """The service is being stopped: no more replacements. Returns the description to stop."""
+        self.is_stopping = True
+        return self.get()
+
+    # -- the directory of actors/replacer.py ------------------------------------------------------
+
+    def replacement_view(self, gid: int) -> dict[str, Any] | None:
+        g = self._group(gid)
+        if g is None:
+            return None
+        sl = self._slots(g)
+        load: dict[str, int] = {}
+        info = self.get()
+        assert info is not None
+        for other in (info.ctrler, *info.groups):
+            for node in other.nodes:
+                if node is not None:
+                    load[node] = load.get(node, 0) + 1
+        cur = sl.current
+        return {"target": len(g.names),
+                "slots": {p: (i, sl.nodes[i], sl.replicas[i]) for i, p in enumerate(sl.peers)},
+                "in_progress": None if cur is None else (cur.slot, cur.old_peer, cur.new_peer, cur.new_node),
+                "load": load}
+
+    def spawn_replacement(self, gid: int, old: int, slot: int, node: str, cls: Any, template: Any,
+                          detected: float) -> tuple[int, Any] | str:
+        g = self._group(gid)
+        if g is None:
+            return "the group is gone or the service is stopping"
+        sl = self._slots(g)
+        cur = sl.current
+        if cur is not None:
+            if cur.old_peer == old and cur.slot == slot:  # asked again (the leader lost the answer)
+                return cur.new_peer, sl.replicas[slot]
+            return f"P{cur.new_peer} is already replacing P{cur.old_peer}"
+        if not 0 <= slot < len(sl.peers) or sl.peers[slot] != old:
+            return f"slot {slot} does not hold P{old} (slots hold {sl.peers})"
+        info = self.info
+        assert info is not None
+        new = sl.next_peer
+        storage: Any = MemoryStorage
+        if info.storage == "durable" and g.data_dir is not None:
+            storage = functools.partial(FileStorage, f"{g.data_dir}/replica{slot}-p{new}", new=True,
+                                        lock_timeout=5.0)
+        me = ray.get_runtime_context().current_actor
+        spec = replace(template, name=g.names[slot], peer_id=new, join=True, storage=storage,
+                       seed=random.randrange(2**31),
+                       extra=dict(template.extra) | {"replace": ReplaceOptions(me, gid)})
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts: dict[str, Any] = {"name": g.names[slot], "namespace": info.namespace,
+                                "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+        if info.detached:
+            opts["lifetime"] = "detached"
+        try:
+            handle = ray.remote(num_cpus=0, max_concurrency=1000, max_restarts=0,
+                                max_task_retries=0)(cls).options(**opts).remote(spec)
+        except ValueError as exc:  # the dead replica's name is not released yet
+            return f"cannot create {g.names[slot]} yet: {exc}"
+        sl.before = (old, sl.replicas[slot], sl.nodes[slot])
+        sl.current = ReplicaReplacement(slot, old, new, sl.nodes[slot], node, detected, time.time())
+        sl.peers[slot], sl.replicas[slot], sl.nodes[slot] = new, handle, node
+        sl.next_peer += 1
+        return new, handle
+
+    def abandon_replacement(self, gid: int, new: int) -> None:
+        g = self._group(gid)
+        sl = self.slots.get(gid)
+        if g is None or sl is None or sl.current is None or sl.current.new_peer != new:
+            return
+        cur = sl.current
+        with suppress(Exception):
+            ray.kill(sl.replicas[cur.slot], no_restart=True)
+        assert sl.before is not None
+        sl.peers[cur.slot], sl.replicas[cur.slot], sl.nodes[cur.slot] = sl.before
+        sl.done.append(replace(cur, finished=time.time(), outcome="abandoned"))
+        sl.current = sl.before = None
+
+    def finish_replacement(self, gid: int, old: int, new: int) -> None:
+        sl = self.slots.get(gid)
+        if sl is None or sl.current is None or (sl.current.old_peer, sl.current.new_peer) != (old, new):
+            return
+        sl.done.append(replace(sl.current, finished=time.time(), outcome="done"))
+        sl.current = sl.before = None
 
     def node_id(self) -> str:
         """The Ray node this registry runs on (the head node whenever the cluster has one)."""
@@ -156,6 +301,8 @@ class ServiceRegistry:
         if current != expected_version:
             return False
         self.info = info
+        keep = {0, *info.gids}
+        self.slots = {gid: sl for gid, sl in self.slots.items() if gid in keep}
         return True
 
 
@@ -268,9 +415,11 @@ def start(
         info = ServiceInfo(name, ns, nshards, mapping, replicas, storage, detached, root, placement,
                            ctrler, tuple(made[1:]), version=1, network=network, session_ttl=session_ttl)
         kv = ShardedKV(info, registry)
-        kv._ctrler_clerk().join({g.gid: list(g.names) for g in made[1:]}, timeout=60)
+        kv._ctrler_clerk(refresh=False).join({g.gid: list(g.names) for g in made[1:]}, timeout=60)
         if not ray.get(registry.put.remote(info, None), timeout=30):
             raise ServiceError(f"the registry of service {name!r} was changed while it started")
+        if transport == "direct":
+            _enable_replacement(registry, made)
     except BaseException:
         if network is not None:
             ray.kill(network, no_restart=True)
@@ -307,6 +456,14 @@ def _create_registry(name: str, namespace: str, detached: bool) -> Any:
         raise ServiceExistsError(f"a sharded service named {name!r} already runs in namespace "
                                  f"{namespace!r}: {exc}") from exc
     return registry
+
+
+def _enable_replacement(registry: Any, groups: list[GroupInfo]) -> None:
+    """Have every replica of ``groups`` replace its group's lost replicas while it leads, with the
+    registry as the directory (actors/replacer.py). Direct transport only: a replacement is wired with
+    actor handles."""
+    refs = [r.enable_replacement.remote(ReplaceOptions(registry, g.gid)) for g in groups for r in g.replicas]
+    ray.get(refs, timeout=30)
 
 
 def _head_node() -> str | None:
@@ -400,12 +557,17 @@ def list_services(namespace: str | None = None, *, all_namespaces: bool = False)
     return sorted(out)
 
 
-def _stop_group(g: GroupInfo, keep_data: bool) -> list[str]:
-    """Kill a group's replicas, release its placement, remove its storage unless ``keep_data``.
+def _stop_group(g: GroupInfo, keep_data: bool, namespace: str | None = None) -> list[str]:
+    """Kill a group's replicas (and whatever runs under its servers' names: a replacement started
+    since ``g`` was read), release its placement, remove its storage unless ``keep_data``.
     Returns what could not be removed."""
     for r in g.replicas:
         with suppress(RayError, ValueError):  # already gone
             ray.kill(r, no_restart=True)
+    if namespace is not None:
+        for name in g.names:
+            with suppress(RayError, ValueError):  # no actor of that name
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
     g.placement.release()
     if keep_data or g.data_dir is None:
         return []
@@ -472,7 +634,7 @@ class ShardedKV:
         thread."""
         from shardkv.clerk import Clerk
 
-        self._check_running()
+        self._refresh()
         return Clerk(self._router(), self.info.ctrler.names, mapping=self.mapping,
                      **({"session_ttl": self.info.session_ttl} | options))
 
@@ -481,16 +643,19 @@ class ShardedKV:
         use it from one event loop, ``await ck.close()`` when done."""
         from shardkv.async_clerk import AsyncClerk
 
-        self._check_running()
+        self._refresh()
         return AsyncClerk(self._router(), self.info.ctrler.names, mapping=self.mapping,
                           **({"session_ttl": self.info.session_ttl} | options))
 
-    def _ctrler_clerk(self) -> Any:
+    def _ctrler_clerk(self, refresh: bool = True) -> Any:
         """A controller clerk for one administrative call: a fresh one (a new session) each time, so a
-        handle left idle for longer than the session TTL never finds its session forgotten."""
+        handle left idle for longer than the session TTL never finds its session forgotten; with the
+        controller's replicas as the registry knows them now (a lost one may have been replaced)."""
         from shardctrler.clerk import Clerk as CtrlerClerk
         from shardctrler.endpoints import DirectEndpoints
 
+        if refresh:
+            self._refresh()
         c = self.info.ctrler
         return CtrlerClerk(DirectEndpoints(c.replicas, c.names), session_ttl=self.info.session_ttl)
 
@@ -525,6 +690,8 @@ class ShardedKV:
                                info.session_ttl)
         try:
             self._commit(replace(info, groups=(*info.groups, g), version=info.version + 1))
+            if info.network is None:
+                _enable_replacement(self._registry, [g])
         except BaseException:
             _stop_group(g, keep_data=False)
             raise
@@ -566,7 +733,7 @@ class ShardedKV:
             time.sleep(0.1)
         self._commit(replace(self.info, groups=tuple(x for x in self.info.groups if x.gid != gid),
                              version=self.info.version + 1))
-        _stop_group(g, keep_data=False)
+        _stop_group(g, keep_data=False, namespace=self.namespace)
 
     # -- watching --------------------------------------------------------------------------------
 
@@ -604,6 +771,10 @@ class ShardedKV:
         ``keep_data``. Returns the directories that could not be removed (on nodes that are gone)."""
         if self._stopped:
             return []
+        with suppress(RayError, GetTimeoutError):  # no more replacements; the latest description
+            info = ray.get(self._registry.stopping.remote(), timeout=30)
+            if info is not None:
+                self.info = info
         self._refresh(missing_ok=True)
         self._stopped = True
         left: list[str] = []
@@ -612,7 +783,7 @@ class ShardedKV:
                 ray.kill(self.info.network, no_restart=True)
         everything = (*self.info.groups, self.info.ctrler)
         for g in everything:
-            left += _stop_group(g, keep_data)
+            left += _stop_group(g, keep_data, self.namespace)
         if not keep_data and self.info.data_root is not None:  # the service's root on each node
             left += remove_dirs({(node, self.info.data_root) for g in everything for node in g.nodes})
         with suppress(RayError, ValueError):

@@ -21,6 +21,37 @@ UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True)
+class ReplicaReplacement:
+    """One replacement of a lost replica (see actors/replacer.py): slot ``slot``'s peer ``old_peer``
+    (on ``old_node``, found dead at ``detected``) by the new peer ``new_peer`` on ``new_node``,
+    spawned at ``started`` and a voter in its place (the dead one removed) at ``finished``; times are
+    wall-clock seconds (``time.time()``). ``outcome``: ``"in progress"``, ``"done"``, or
+    ``"abandoned"`` (the new replica died before it joined; another follows)."""
+
+    slot: int
+    old_peer: int
+    new_peer: int
+    old_node: str | None
+    new_node: str
+    detected: float
+    started: float
+    finished: float | None = None
+    outcome: str = "in progress"
+
+    def describe(self) -> str:
+        when = time.strftime("%H:%M:%S", time.gmtime(self.finished or self.started))
+        text = (f"slot {self.slot}: P{self.old_peer} (node {_node(self.old_node)}) -> P{self.new_peer} "
+                f"(node {_node(self.new_node)}) {self.outcome}")
+        if self.finished is not None:
+            return f"{text} at {when} UTC, {self.finished - self.detected:.1f} s after it was found dead"
+        return f"{text} since {when} UTC"
+
+
+def _node(node: str | None) -> str:
+    return "?" if node is None else node[:8]
+
+
+@dataclass(frozen=True)
 class GroupStatus:
     """One group, as its replicas answered.
 
@@ -30,8 +61,12 @@ class GroupStatus:
     else its most advanced replica; -1 if unknown; the controller: its latest configuration),
     ``owned`` (shards it serves), ``arriving`` (owned, data still being pulled), ``leaving`` (no
     longer owned, kept until the new owner has pulled them), ``held`` (kept because no group owns
-    them), ``settled`` (nothing moving, no deletion unconfirmed), ``nodes`` (where each replica ran
-    when the group started).
+    them), ``settled`` (nothing moving, no deletion unconfirmed), ``nodes`` (where each replica runs,
+    by slot: where it ran when the group started, or where its replacement was started),
+    ``voters`` and ``learners`` (the Raft configuration, per the leader; empty if none answered),
+    ``peers`` (the peer id in each slot), ``replacements`` (the replacements of lost replicas, oldest
+    first, the one in progress last: :class:`ReplicaReplacement`), ``replacing`` (what the leader's
+    replacement task did last, or why it waits).
     """
 
     gid: int
@@ -46,6 +81,11 @@ class GroupStatus:
     held: tuple[int, ...] = ()
     settled: bool = True
     nodes: tuple[str | None, ...] = ()
+    voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
+    peers: tuple[int, ...] = ()
+    replacements: tuple[ReplicaReplacement, ...] = ()
+    replacing: str | None = None
 
     @property
     def up(self) -> int:
@@ -55,6 +95,13 @@ class GroupStatus:
     @property
     def replicas(self) -> int:
         return len(self.roles)
+
+    @property
+    def full_strength(self) -> bool:
+        """Every slot's peer is a voter whose Raft runs, no one else votes or learns, and the
+        replicas run on distinct nodes."""
+        return (len(self.voters) == len(self.roles) == self.up and set(self.voters) == set(self.peers)
+                and not self.learners and None not in self.nodes and len(set(self.nodes)) == len(self.nodes))
 
 
 @dataclass(frozen=True)
@@ -96,18 +143,30 @@ class ServiceStatus:
             f"{self.nshards} shards, mapping {self.mapping!r}, configuration {cfg}"
             f"{'' if self.settled else ', shards moving'}",
             f"controller: {_leader(self.ctrler)}, term {self.ctrler.term}, "
-            f"{self.ctrler.up}/{self.ctrler.replicas} replicas up",
+            f"{self.ctrler.up}/{self.ctrler.replicas} replicas up, voters {_members(self.ctrler) or '?'}",
             "",
             f"{'gid':>4}  {'leader':<9} {'term':>5}  {'up':<5} {'config':>6}  {'serving':<22} "
-            f"{'arriving':<14} {'leaving':<14} nodes",
+            f"{'arriving':<14} {'leaving':<14} {'voters':<12} nodes",
         ]
         for g in self.groups:
             nodes = len({n for n in g.nodes if n is not None})
+            voters = _members(g)
             lines.append(
                 f"{g.gid:>4}  {_leader(g):<9} {g.term:>5}  {f'{g.up}/{g.replicas}':<5} {g.config:>6}  "
                 f"{_shards(g.owned + g.held):<22} {_shards(g.arriving):<14} {_shards(g.leaving):<14} "
-                f"{nodes} distinct")
+                f"{voters or '?':<12} {nodes} distinct")
+        replaced = [(g, r) for g in (self.ctrler, *self.groups) for r in g.replacements]
+        if replaced:
+            lines += ["", "replaced replicas:"]
+            lines += [f"  {'controller' if g.gid == 0 else f'group {g.gid}'}: {r.describe()}"
+                      for g, r in replaced]
         return "\n".join(lines)
+
+
+def _members(g: GroupStatus) -> str:
+    """``0,1,2`` (voters), ``1,2,3+4`` (a learner after the +); ``""`` when unknown."""
+    voters = ",".join(map(str, g.voters))
+    return voters + (f"+{','.join(map(str, g.learners))}" if g.learners else "")
 
 
 def _leader(g: GroupStatus) -> str:
@@ -135,16 +194,22 @@ def _answers(refs: list[Any], timeout: float) -> list[dict[str, Any] | None]:
 def group_status(g: Any, timeout: float = 10.0, *, ctrler: bool = False) -> GroupStatus:
     """Ask every replica of ``g`` (a :class:`raykv.sharded.GroupInfo`) for its state, with one deadline
     of ``timeout`` seconds for all of them."""
-    method = "status" if ctrler else "shard_stats"
-    answers = _answers([getattr(r, method).remote() for r in g.replicas], timeout)
-    roles = tuple(UNREACHABLE if a is None else str(a.get("role", "down")) for a in answers)
-    terms = [int(a.get("term", 0)) for a in answers if a is not None]
-    leaders = [i for i, a in enumerate(answers) if a is not None and a.get("role") == "leader"]
-    leader = max(leaders, key=lambda i: answers[i]["term"]) if leaders else None  # type: ignore[index]
-    base = dict(gid=g.gid, name=g.name, roles=roles, leader=leader, term=max(terms, default=0),
-                nodes=tuple(g.nodes))
+    t0 = time.monotonic()
+    raft = _answers([r.status.remote() for r in g.replicas], timeout)
+    roles = tuple(UNREACHABLE if a is None else str(a.get("role", "down")) for a in raft)
+    terms = [int(a.get("term", 0)) for a in raft if a is not None]
+    leaders = [i for i, a in enumerate(raft) if a is not None and a.get("role") == "leader"]
+    leader = max(leaders, key=lambda i: raft[i]["term"]) if leaders else None  # type: ignore[index]
+    lead = raft[leader] if leader is not None else None
+    base: dict[str, Any] = dict(
+        gid=g.gid, name=g.name, roles=roles, leader=leader, term=max(terms, default=0), nodes=tuple(g.nodes),
+        voters=tuple(lead["voters"]) if lead else (), learners=tuple(lead["learners"]) if lead else (),
+        peers=tuple(g.peers) if g.peers else tuple(range(len(g.replicas))),
+        replacements=tuple(g.replacements), replacing=lead.get("replacing") if lead else None)
     if ctrler:
         return GroupStatus(config=-1, **base)
+    left = max(0.05, timeout - (time.monotonic() - t0))
+    answers = _answers([r.shard_stats.remote() for r in g.replicas], left)
     live = [a for a in answers if a is not None and "config" in a]
     if not live:
         return GroupStatus(config=-1, settled=False, **base)

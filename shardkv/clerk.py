@@ -292,5 +292,8 @@ class Clerk(ClerkCore):
         except GetTimeoutError:
             return NO_ANSWER
         except (RayError, ValueError):  # a dead actor, an unknown name
+            forget = getattr(self.router, "forget", None)
+            if forget is not None:  # look the name up again: the server may have been replaced
+                forget(server)
             return None
         return self.router.unpack("kv", value)

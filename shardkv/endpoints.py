@@ -114,23 +114,35 @@ class DirectRouter:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["known"], state["namespace"])  # type: ignore[misc]
 
+    def _lookup(self, server: str) -> Any:
+        """The actor named ``server`` now; for a name in ``known`` that is not (or no longer) a named
+        actor, the known handle."""
+        try:
+            return ray.get_actor(server, namespace=self.namespace)
+        except ValueError:
+            if server in self.known:
+                return self.known[server]
+            raise
+
     def ensure(self, server: str, timeout: float = 30.0) -> None:
         if server not in self._handles:
-            self._handles[server] = ray.get_actor(server, namespace=self.namespace)
+            self._handles[server] = self._lookup(server)
 
     async def aensure(self, server: str) -> None:
         if server not in self._handles:
             # ray.get_actor blocks on the cluster's directory: keep it off the event loop
-            handle = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: ray.get_actor(server, namespace=self.namespace))
+            handle = await asyncio.get_running_loop().run_in_executor(None, self._lookup, server)
             self._handles[server] = handle
 
     def forget(self, server: str) -> None:
-        """Drop a cached handle (the actor was replaced under the same name)."""
-        if server not in self.known:
-            self._handles.pop(server, None)
+        """Drop a cached handle after a failed call: the next call looks the name up again, so a
+        replica replaced under the same name (a lost replica's replacement, see actors/replacer.py)
+        is found; a known handle is the fallback while no actor has the name."""
+        self._handles.pop(server, None)
 
     def submit(self, server: str, method: str, args: tuple) -> Any:
+        if server not in self._handles:
+            self.ensure(server)
         handle = self._handles[server]
         if method in _BYTES_METHODS:
             return getattr(handle, method).remote(pickle.dumps(args[0], protocol=5))
@@ -188,3 +200,10 @@ class CtrlerEndpoints:
 
     def unpack(self, value: Any) -> Any:
         return self.router.unpack("ctrl", value)
+
+    def forget(self, server: int) -> None:
+        """A call to ``server`` failed: look its name up again next time (see
+        :meth:`DirectRouter.forget`)."""
+        forget = getattr(self.router, "forget", None)
+        if forget is not None:
+            forget(self.names[server])

@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from ray.cluster_utils import Cluster
 import raykv
 from actors.placement import nodes_of
 from linearizability import KVModel, Recorder, Verdict, check
+from raykv.torture_check import token
 from shardctrler.config import key2shard
 
 NSHARDS = 10
@@ -38,18 +40,28 @@ BEFORE_S, AFTER_S = 3.0, 5.0
 CHECK_TIMEOUT_S = 60.0
 
 
-@pytest.fixture
-def cluster() -> Iterator[tuple[Cluster, list[Any]]]:
+#: what every node of the test clusters gets (small object stores, no dashboard)
+NODE_ARGS: dict[str, Any] = {"object_store_memory": 80 * 1024 * 1024, "include_dashboard": False}
+
+
+@contextmanager
+def ray_cluster(workers: int = 3, system_config: dict[str, Any] | None = None,
+                namespace: str = "raykv-multinode") -> Iterator[tuple[Cluster, list[Any]]]:
+    """A ``Cluster`` of a head node without CPUs and ``workers`` worker nodes of 1 CPU each, with this
+    process connected to it (``system_config``: Ray's, e.g. how fast a dead node is noticed); the test
+    session's runtime is stopped meanwhile and started again afterwards."""
     had_session = ray.is_initialized()
     if had_session:
         ray.shutdown()
-    small = {"object_store_memory": 80 * 1024 * 1024, "include_dashboard": False}
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **small})
+    head: dict[str, Any] = {"num_cpus": 0, **NODE_ARGS}
+    if system_config:
+        head["_system_config"] = system_config
+    c = Cluster(initialize_head=True, head_node_args=head)
     try:
-        workers = [c.add_node(num_cpus=1, **small) for _ in range(3)]
+        nodes = [c.add_node(num_cpus=1, **NODE_ARGS) for _ in range(workers)]
         c.wait_for_nodes(timeout=60)
-        ray.init(address=c.address, namespace="raykv-multinode", logging_level="WARNING")
-        yield c, workers
+        ray.init(address=c.address, namespace=namespace, logging_level="WARNING")
+        yield c, nodes
     finally:
         ray.shutdown()
         c.shutdown()
@@ -59,6 +71,12 @@ def cluster() -> Iterator[tuple[Cluster, list[Any]]]:
                      namespace="raykv-tests")
 
 
+@pytest.fixture
+def cluster() -> Iterator[tuple[Cluster, list[Any]]]:
+    with ray_cluster(3) as made:
+        yield made
+
+
 def _storage_dir(actor: Any) -> str:
     def where(self: Any) -> str:
         return str(self.storage.directory) if self.storage is not None else ""
@@ -66,20 +84,32 @@ def _storage_dir(actor: Any) -> str:
     return ray.get(actor.__ray_call__.remote(where), timeout=30)
 
 
-class _Clients:
-    """``CLIENTS`` threads, each with its own clerk, doing random gets, puts and appends on a few keys
-    per shard until stopped; every operation is recorded (an operation that fails is recorded with an
-    unknown outcome, which the checker allows either way)."""
+def _keys(nshards: int) -> tuple[list[str], list[str]]:
+    """Two keys per shard for the clients, and one more per shard (index = shard) for probes."""
+    keys: list[str] = []
+    probes: list[str] = []
+    for shard in range(nshards):
+        *two, probe = [k for k in (f"k{j}" for j in range(10_000)) if key2shard(k, nshards) == shard][:3]
+        keys += two
+        probes.append(probe)
+    return keys, probes
 
-    def __init__(self, kv: Any, keys: list[str], rec: Recorder, seed: int) -> None:
+
+class _Clients:
+    """``clients`` threads, each with its own clerk, doing random gets, puts and appends on a few keys
+    per shard until stopped; every operation is recorded (an operation that fails is recorded with an
+    unknown outcome, which the checker allows either way). Every value written is a unique token
+    (:func:`raykv.torture_check.token`), so the final values say which writes were applied."""
+
+    def __init__(self, kv: Any, keys: list[str], rec: Recorder, seed: int, clients: int = CLIENTS) -> None:
         self.rec, self.keys = rec, keys
         self.done = threading.Event()
-        self.ops = [0] * CLIENTS
+        self.ops = [0] * clients
         #: when each operation completed (``time.monotonic()``), successful or not
         self.done_at: list[float] = []
         self.failures: list[str] = []
         self.threads = [threading.Thread(target=self._run, args=(i, kv.clerk(), seed + i), daemon=True)
-                        for i in range(CLIENTS)]
+                        for i in range(clients)]
         for t in self.threads:
             t.start()
 
@@ -94,11 +124,11 @@ class _Clients:
                     with self.rec.operation(i, ("get", key)) as op:
                         op.output = ck.get(key, timeout=OP_TIMEOUT_S)
                 elif r < 0.6:
-                    with self.rec.operation(i, ("put", key, f"p{i}.{n}")):
-                        ck.put(key, f"p{i}.{n}", timeout=OP_TIMEOUT_S)
+                    with self.rec.operation(i, ("put", key, token(i, n))):
+                        ck.put(key, token(i, n), timeout=OP_TIMEOUT_S)
                 else:
-                    with self.rec.operation(i, ("append", key, f"a{i}.{n}|")):
-                        ck.append(key, f"a{i}.{n}|", timeout=OP_TIMEOUT_S)
+                    with self.rec.operation(i, ("append", key, token(i, n))):
+                        ck.append(key, token(i, n), timeout=OP_TIMEOUT_S)
             except Exception as exc:  # recorded as unknown; the test fails on it below
                 self.failures.append(f"client {i}: {type(exc).__name__}: {exc}")
             n += 1
@@ -137,12 +167,7 @@ def test_groups_on_distinct_nodes_survive_losing_a_node(cluster: tuple[Cluster, 
         print(f"registry on {registry_node[:8]} (head {head_id[:8]}); workers {[w[:8] for w in worker_ids]}")
         assert registry_node == head_id, f"the registry runs on {registry_node}, not on the head node"
         # 2. clients run; the node of group 1's leader is killed under them
-        keys: list[str] = []  # two keys per shard for the clients, one more for the probes below
-        probes: list[str] = []
-        for shard in range(NSHARDS):
-            *two, probe = [k for k in (f"k{j}" for j in range(10_000)) if key2shard(k, NSHARDS) == shard][:3]
-            keys += two
-            probes.append(probe)
+        keys, probes = _keys(NSHARDS)
         rec = Recorder()
         clients = _Clients(kv, keys, rec, seed=random.randrange(2**31))
         time.sleep(BEFORE_S)  # let the clients run before the failure (not a synchronisation)
