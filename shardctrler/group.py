@@ -26,6 +26,7 @@ from typing import Any
 import ray
 
 from actors.placement import GroupPlacement
+from actors.reads import READ_PATHS
 from actors.service_group import ClerkGroup, StartedReplicas, check_group_options, start_replicas
 from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from shardctrler.async_clerk import AsyncClerk
@@ -79,6 +80,7 @@ def start_group(
     wait_for_leader: bool = True,
     placement: GroupPlacement | None = None,
     session_ttl: float | None = DEFAULT_SESSION_TTL_S,
+    read_path: str = "index",
     **clerk_options: Any,
 ) -> CtrlerGroup:
     """Start ``n`` controller replicas on the current Ray cluster (``ray.init()`` first if none is
@@ -96,9 +98,14 @@ def start_group(
     one with ``detached=True`` makes replicas that outlive this driver.
     ``session_ttl``: seconds a client may stay idle before the servers forget its session (see
     :mod:`actors.sessions`; ``None``: never); the group's clerks get it too.
+    ``read_path``: how batches of Queries are served, ``"index"`` (ReadIndex: one heartbeat round,
+    no log entry; the default) or ``"log"`` (proposed and applied like writes); see
+    docs/shardctrler.md.
     """
     check_group_options(n, storage, transport)
     ttl_ms(session_ttl)
+    if read_path not in READ_PATHS:
+        raise ValueError(f"read_path must be one of {READ_PATHS}, got {read_path!r}")
     _check_nshards(nshards)
     actor_cls = ctrler_replica_actor()
     started = start_replicas(
@@ -112,7 +119,7 @@ def start_group(
         transport=transport,
         placement=placement,
         tick_s=tick_s,
-        extra={"session_ttl": session_ttl},
+        extra={"session_ttl": session_ttl, "read_path": read_path},
     )
     group = CtrlerGroup(started, nshards, {"session_ttl": session_ttl} | clerk_options)
     if wait_for_leader:

@@ -19,7 +19,16 @@ batch as one log entry and answers once that entry is applied, with one result p
 
 Only ``ok`` means the operations were applied. After ``wrong_leader``, ``timeout`` or ``None`` they
 may still be applied later, which is why clerks number their operations: resending is always safe.
-Queries go through the log like writes, so a Query(-1) answered ``ok`` is linearizable.
+
+Queries: a batch of Queries only is served with ReadIndex (``spec.extra["read_path"] = "index"``,
+the default; :class:`actors.reads.ReadIndexServing`, as kvraft serves its Gets): once one heartbeat
+round after the call arrived has confirmed this peer's leadership and it has applied everything
+committed before, it answers from its state machine
+(:meth:`~shardctrler.statemachine.CtrlerStateMachine.read`), with no log entry. A batch with a write,
+a malformed Query, or a Query of a client the table does not know or whose session has been idle for
+longer than half the TTL (the entry renews it) goes through the log, and so does every Query with
+``read_path="log"``. Either way a Query(-1) answered ``ok`` is linearizable: it reads a state at a
+point inside the call.
 
 Invariants (of the shared core): a waiter is completed at most once; it gets ``ok`` only with the
 result of the entry it proposed (same index and same term); a crash fails every waiter of the dead
@@ -30,18 +39,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.reads import NEEDS_LOG, ReadIndexServing
 from actors.replica import SERVICE_RULES
 from actors.service_server import DEFAULT_SERVER_WAIT_S, ServiceReplica, service_replica_actor
-from shardctrler.ops import Batch, batch_problem
+from shardctrler.ops import QUERY, Batch, batch_problem
 
 __all__ = ["DEFAULT_SERVER_WAIT_S", "CtrlerReplica", "ctrler_replica_actor"]
 
 
-class CtrlerReplica(ServiceReplica):
+class CtrlerReplica(ReadIndexServing, ServiceReplica):
     """A Raft peer that serves the controller RPC. Create it with :func:`ctrler_replica_actor`.
 
-    ``spec.extra["server_wait_s"]`` overrides :data:`DEFAULT_SERVER_WAIT_S`. The core runs with the
-    services' rules (:data:`actors.replica.SERVICE_RULES`: PreVote, CheckQuorum, the leader's no-op).
+    ``spec.extra["server_wait_s"]`` overrides :data:`DEFAULT_SERVER_WAIT_S`; ``spec.extra["read_path"]``
+    is ``"index"`` (Queries by ReadIndex, the default) or ``"log"``. The core runs with the services'
+    rules (:data:`actors.replica.SERVICE_RULES`: PreVote, CheckQuorum, the leader's no-op), which
+    ReadIndex needs.
     """
 
     default_rules = SERVICE_RULES
@@ -52,7 +64,13 @@ class CtrlerReplica(ServiceReplica):
         return batch_problem(ops)
 
     async def rpc_ctrl(self, ops: Batch) -> tuple[str, Any] | None:
-        """Propose ``ops`` as one entry and answer once it is applied (see the module docstring)."""
+        """Serve a batch of Queries with ReadIndex, or propose ``ops`` as one entry and answer once it
+        is applied (see the module docstring)."""
+        if (isinstance(ops, (tuple, list)) and ops
+                and all(isinstance(op, (tuple, list)) and len(op) == 4 and op[0] == QUERY for op in ops)):
+            reply = await self._serve_reads(ops)
+            if reply is not NEEDS_LOG:
+                return reply
         return await self._serve_batch(ops)
 
     async def ctrl(self, data: bytes) -> bytes | None:

@@ -25,7 +25,11 @@ its first copy succeeded), so the table keeps the results of the client's last b
 of that batch gets the same answers. A client's older results are dropped when its next batch is
 applied; by then the clerk has stopped waiting for them (it sends a batch only after the previous
 one was answered), and any copy of an older batch that commits late gets :data:`ERR_STALE`. Queries
-are not remembered: a duplicate Query reads again, inside the call that waits for it.
+are not remembered: a duplicate Query reads again, inside the call that waits for it. The server
+answers a batch of Queries of known clients without the log (ReadIndex, :meth:`read`), leaving the
+table as it is: through the log a Query would only record its number, refresh the session and drop
+the results of the client's previous batch, none of which changes an answer (a late copy of that batch
+then gets its remembered results instead of :data:`ERR_STALE`; the clerk no longer waits for either).
 
 Sessions expire through the log, as in kvraft (:mod:`actors.sessions`): a stamped entry advances the
 log clock and forgets every client idle for longer than the TTL before its batch is applied; an
@@ -45,6 +49,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.sessions import LogClock, SessionExpired, SessionTable, unstamp
+from actors.statemachine import NEEDS_LOG
 from shardctrler.config import NSHARDS, Config, _check_nshards
 from shardctrler.errors import RefusedError
 from shardctrler.ops import (
@@ -263,6 +268,27 @@ class CtrlerStateMachine:
 
     def latest(self) -> Config:
         return self.configs[-1]
+
+    def read(self, op: Any, now_ms: int = 0, ttl: int | None = None) -> Any:
+        """What the Query ``op`` returns if served now without the log (ReadIndex; nothing changes):
+        the configuration ``num`` if it exists, else the latest (``num == -1`` or above the latest:
+        what applying the Query now would answer); or :data:`~actors.reads.NEEDS_LOG` if only the log
+        can answer it: not a well-formed Query (the log refuses it with a clear
+        :class:`~shardctrler.ops.Refusal`), a client the table does not know (the log opens its
+        session, or refuses it as expired), or a session idle for longer than half the TTL (the log
+        refreshes it: :func:`~actors.sessions.renewal_due`). ``now_ms`` and ``ttl``: the reading
+        leader's clock and the TTL it stamps (see :meth:`~actors.sessions.LogClock.for_read`)."""
+        if not isinstance(op, (tuple, list)) or len(op) != 4 or op[0] != QUERY:
+            return NEEDS_LOG
+        _, raw, client, seq = op
+        if (type(client) is not int or type(seq) is not int or seq < 1
+                or not self.sessions.readable(client, *self.clock.for_read(now_ms, ttl))):
+            return NEEDS_LOG
+        try:
+            num = normalise(QUERY, raw)
+        except RefusedError:
+            return NEEDS_LOG
+        return self._query(num)
 
     def stats(self) -> dict[str, int]:
         return {

@@ -9,6 +9,8 @@ from kvraft.ops import GET as KV_GET
 from kvraft.ops import PUT as KV_PUT
 from kvraft.statemachine import KVStateMachine
 from shardctrler.config import Config
+from shardctrler.ops import JOIN, MOVE, QUERY, Refusal
+from shardctrler.statemachine import CtrlerStateMachine
 from shardkv.ops import CLIENT, CONFIG, GET, PUT, WRONG_GROUP
 from shardkv.statemachine import ShardKVStateMachine, mapping_function
 
@@ -84,3 +86,26 @@ def test_shardkv_read_renews_a_session_idle_for_half_the_ttl_on_its_shard():
     sm.apply(4, stamp((CONFIG, Config(2, (0,) * 10, {})), 11_100, ttl))  # the shard is held, not served
     assert sm.read((GET, "k", None, 5, 3, s), 50_000, ttl) == WRONG_GROUP  # ownership checked first
 
+
+def test_ctrler_read_answers_queries_of_known_clients_from_the_state():
+    ttl = 1_000
+    sm = CtrlerStateMachine(10)
+    sm.apply(1, stamp(((JOIN, {1: ["a"]}, 7, 1),), 10_000, ttl))
+    sm.apply(2, stamp(((JOIN, {2: ["b"]}, 7, 2),), 10_000, ttl))
+    table = sm.sessions.copy()
+    assert sm.read((QUERY, -1, 7, 3)) == sm.configs[2]  # the latest
+    assert sm.read((QUERY, 1, 7, 3)) == sm.configs[1]
+    assert sm.read((QUERY, 0, 7, 2)) == sm.configs[0]  # a duplicate reads again, as through the log
+    assert sm.read([QUERY, 2, 7, 3]) == sm.configs[2]  # a list is an operation too
+    assert sm.sessions == table and sm.applied_ops == 2, "reads change nothing"
+    # a configuration that does not exist yet: what applying the Query now answers, the latest
+    assert sm.read((QUERY, 9, 7, 3), 10_100, ttl) == sm.configs[2] == sm.apply(
+        3, stamp(((QUERY, 9, 7, 3),), 10_100, ttl))[0]
+    for op in ((QUERY, -1, 8, 1),  # unknown client: the log opens its session
+               (QUERY, -2, 7, 4), (QUERY, "1", 7, 4), (QUERY, True, 7, 4),  # refused through the log
+               (QUERY, -1, 7, 0), (QUERY, -1, "7", 4), (MOVE, (0, 1), 7, 4), (QUERY, -1, 7), "junk"):
+        assert sm.read(op) is NEEDS_LOG, op
+    assert sm.read((QUERY, -1, 7, 4), 10_600, ttl) == sm.configs[2]
+    assert sm.read((QUERY, -1, 7, 4), 10_601, ttl) is NEEDS_LOG  # idle > TTL/2: renewed through the log
+    assert isinstance(sm.apply(4, stamp(((QUERY, -2, 7, 4),), 10_700, ttl))[0], Refusal)
+    assert sm.sessions.get(7)[1] == 10_700 and sm.read((QUERY, -1, 7, 5), 11_000, ttl) == sm.configs[2]

@@ -8,7 +8,8 @@ in a shard group's replica actor, shutdown and restart, partitions, ``leader()``
 the ledger and the teardown checks; see there), plus ``ctrl_stats()``.
 
 Every server reports what it applies to the harness's ledger (:mod:`actors.ledger`: the same batch
-with the same results, configurations included, at each index on every server, in order, one leader
+with the same results, and the same latest configuration after it, at each index on every server (the
+Queries answered by ReadIndex leave no entry to compare), in order, one leader
 per term, leader completeness, the commit rule, persistence across restarts); a violation fails the
 next ``leader()`` / ``wait_leader()`` / ``partition()`` and the teardown.
 
@@ -132,7 +133,14 @@ def ctrler_state_machine(faults: Iterable[str]) -> type[CtrlerStateMachine]:
 
 
 class HarnessCtrlerReplica(LedgerReplica, CtrlerReplica):
-    """The harness's controller server: a :class:`CtrlerReplica` that reports to the ledger."""
+    """The harness's controller server: a :class:`CtrlerReplica` that reports to the ledger, with
+    every applied entry's result and the latest configuration after it. Queries are answered without
+    the log (ReadIndex), so their results no longer show replicas that compute different
+    configurations; the configuration after each entry does, at the entry where they part."""
+
+    def _ledger_result(self, result: Any) -> Any:
+        sm = self.sm
+        return (result, sm.latest()) if isinstance(sm, CtrlerStateMachine) else result
 
 
 class CtrlerHarness(ServiceHarness):
