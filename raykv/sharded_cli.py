@@ -59,6 +59,22 @@ def _positive(hi: int) -> Callable[[str], int]:
     return parse
 
 
+def session_ttl_seconds(text: str) -> float:
+    """``--session-ttl``: a positive, finite number of seconds (at least a millisecond)."""
+    from actors.sessions import ttl_ms
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, e.g. 3600; got {text!r}") from None
+    try:
+        ttl_ms(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds (at least 0.001); "
+                                         f"got {text!r}") from None
+    return value
+
+
 def _common(p: argparse.ArgumentParser, name_required: bool) -> None:
     p.add_argument("--name", required=name_required, default=None, metavar="NAME",
                    help="the service's name" + ("" if name_required else " (default: list the services)"))
@@ -68,6 +84,7 @@ def _common(p: argparse.ArgumentParser, name_required: bool) -> None:
 
 
 def configure_start(p: argparse.ArgumentParser) -> None:
+    from actors.sessions import DEFAULT_SESSION_TTL_S
     from raykv.sharded import MAX_GROUPS, MAX_REPLICAS
 
     p.add_argument("--name", default=None, metavar="NAME",
@@ -86,6 +103,12 @@ def configure_start(p: argparse.ArgumentParser) -> None:
                    help="directory for durable storage on every node (default: the node's temp dir)")
     p.add_argument("--placement", choices=("spread", "strict", "pack"), default="spread",
                    help="distinct nodes per group when possible / or fail / never (default: spread)")
+    p.add_argument("--session-ttl", type=session_ttl_seconds, default=DEFAULT_SESSION_TTL_S,
+                   metavar="SECONDS",
+                   help="forget a client's session (its exactly-once record) after this many seconds "
+                        "without a request from it, in the controller and every shard group; the "
+                        "client's next write is then refused with SessionExpiredError; a client that "
+                        f"only reads keeps its session (default: {DEFAULT_SESSION_TTL_S:g} s)")
     p.add_argument("--address", default=None, metavar="ADDR", help=ADDRESS_HELP)
     p.add_argument("--namespace", default=None, metavar="NS",
                    help="Ray namespace to register the service in (default: raykv)")
@@ -129,7 +152,7 @@ def run_start(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         kv = sharded.start(args.name, groups=args.groups, replicas=args.replicas, nshards=args.shards,
                            mapping=args.mapping, storage=args.storage, data_root=args.data_root,
-                           detached=True, placement=args.placement)
+                           detached=True, placement=args.placement, session_ttl=args.session_ttl)
         print(f"started {kv!r} in {time.monotonic() - t0:.1f} s on {cluster.describe()}")
         print(kv.status().format())
         print(f"\nuse it:   kv = raykv.attach_sharded({kv.name!r}, address=..., namespace={kv.namespace!r})")

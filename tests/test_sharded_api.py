@@ -192,6 +192,48 @@ def test_cli_help_explains_each_command(capsys: pytest.CaptureFixture[str]) -> N
     assert "--name" in capsys.readouterr().err
 
 
+def test_cli_start_takes_a_session_ttl(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import raykv.cluster
+    from actors.sessions import DEFAULT_SESSION_TTL_S
+
+    assert cli_main(["start", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--session-ttl SECONDS" in out and "SessionExpiredError" in out
+    assert f"(default: {DEFAULT_SESSION_TTL_S:g} s)" in out
+    for bad, message in (("0", "must be a positive, finite number of seconds"), ("-5", "positive"),
+                         ("inf", "finite"), ("nan", "finite"), ("0.0001", "at least 0.001"),
+                         ("an hour", "expected a number of seconds, e.g. 3600; got 'an hour'")):
+        assert cli_main(["start", "--session-ttl", bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert "argument --session-ttl" in err and message in err, (bad, err)
+
+    started: list[dict[str, Any]] = []
+
+    class Cluster:
+        mode = "existing"
+
+        def describe(self) -> str:
+            return "a test cluster"
+
+    class Service:
+        name, namespace = "svc", "raykv"
+
+        def status(self) -> Any:
+            return type("Status", (), {"format": lambda self: "(status)"})()
+
+    def fake_start(name: Any, **options: Any) -> Service:
+        started.append(options)
+        return Service()
+
+    monkeypatch.setattr(raykv.cluster, "init_ray", lambda address, namespace: Cluster())
+    monkeypatch.setattr(sharded, "start", fake_start)
+    assert cli_main(["start", "--session-ttl", "90.5"]) == 0
+    assert cli_main(["start"]) == 0
+    assert [o["session_ttl"] for o in started] == [90.5, DEFAULT_SESSION_TTL_S]
+    assert "stop it:  raykv stop --name svc" in capsys.readouterr().out
+
+
 def test_detached_service_outlives_its_driver(ray_session: None, capsys: pytest.CaptureFixture[str]) -> None:
     import ray
 
@@ -199,12 +241,12 @@ def test_detached_service_outlives_its_driver(ray_session: None, capsys: pytest.
     name = "detached-test"
     # another driver (a separate process) starts the service and exits
     started = _raykv("start", "--name", name, "--groups", "2", "--replicas", "1", "--address", address,
-                     "--namespace", "raykv-tests")
+                     "--namespace", "raykv-tests", "--session-ttl", "600")
     assert started.returncode == 0, started.stderr
     assert f"started ShardedKV({name!r}" in started.stdout and "gid" in started.stdout, started.stdout
     try:
         kv = raykv.attach_sharded(name)
-        assert kv.info.detached and kv.gids == (1, 2)
+        assert kv.info.detached and kv.gids == (1, 2) and kv.info.session_ttl == 600
         ck = kv.clerk()
         ck.put("after", "the driver left", timeout=OP_TIMEOUT_S)
         assert ck.get("after", timeout=OP_TIMEOUT_S) == "the driver left"
