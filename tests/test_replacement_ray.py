@@ -79,7 +79,7 @@ def test_lost_replicas_are_replaced_and_a_new_node_takes_a_new_group() -> None:
             _until("30 client operations before the kill", lambda: sum(clients.ops) >= 30, 30)
 
             # 1. a node dies; every group gets back to full strength on the live nodes by itself
-            t_kill = time.monotonic()
+            t_kill, wall_kill = time.monotonic(), time.time()
             c.remove_node(victim, allow_graceful=False)
             full_at: dict[int, float] = {}
 
@@ -108,6 +108,11 @@ def test_lost_replicas_are_replaced_and_a_new_node_takes_a_new_group() -> None:
                 assert len(done) == 1 and done[0].old_node == victim.node_id, g.replacements
                 assert done[0].new_node in live and done[0].new_peer == 3 and done[0].finished is not None
                 assert g.peers[done[0].slot] == 3
+                r = done[0]
+                assert r.finished is not None
+                print(f"group {g.gid}: P{r.old_peer} found dead {r.detected - wall_kill:.1f} s after the "
+                      f"kill, P{r.new_peer} spawned at {r.started - wall_kill:.1f} s, replaced at "
+                      f"{r.finished - wall_kill:.1f} s")
 
             # 2. the clients (their clerks made before the kill) go on; 3. a new node and a new group
             n_full = sum(clients.ops)
