@@ -99,6 +99,7 @@ class Replacer:
     """
 
     def __init__(self, replica: ReplicaActor, options: ReplaceOptions) -> None:
+        _log_to_stderr()
         self.replica = replica
         self.options = options
         self.last: str | None = None
@@ -282,6 +283,17 @@ class Replacer:
         core = r.core
         if core is not None and trace.enabled("replace"):
             trace.log(core.id, core.term, core.role, "replace", text)
+
+
+def _log_to_stderr() -> None:
+    """In a Ray worker nothing configures logging (Python's last-resort handler shows WARNINGs only):
+    the steps of a replacement, at INFO, go to the worker's stderr (its Ray log) too, one line each."""
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s raykv.replace %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 async def _ask(ref: Any, timeout: float = CALL_TIMEOUT_S) -> Any:

@@ -264,8 +264,11 @@ class ServiceRegistry:
         try:
             handle = ray.remote(num_cpus=0, max_concurrency=1000, max_restarts=0,
                                 max_task_retries=0)(cls).options(**opts).remote(spec)
-        except ValueError as exc:  # the dead replica's name is not released yet
-            return f"cannot create {g.names[slot]} yet: {exc}"
+        except ValueError as exc:  # the dead replica still holds its name: killing it releases it
+            with suppress(Exception):
+                ray.kill(sl.replicas[slot], no_restart=True)
+            return f"cannot create {g.names[slot]} yet (the name is released once Ray has let the " \
+                   f"dead replica go): {exc}"
         sl.before = (old, sl.replicas[slot], sl.nodes[slot])
         sl.current = ReplicaReplacement(slot, old, new, sl.nodes[slot], node, detected, time.time())
         sl.peers[slot], sl.replicas[slot], sl.nodes[slot] = new, handle, node

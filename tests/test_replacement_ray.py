@@ -82,16 +82,24 @@ def test_lost_replicas_are_replaced_and_a_new_node_takes_a_new_group() -> None:
             t_kill, wall_kill = time.monotonic(), time.time()
             c.remove_node(victim, allow_graceful=False)
             full_at: dict[int, float] = {}
+            last: list[Any] = []
 
             def everyone_full() -> Any:
                 st = kv.status(timeout=5)
+                last[:] = [st]
                 for g in (st.ctrler, *st.groups):
                     done = all(r.outcome != "in progress" for r in g.replacements)
                     if g.gid not in full_at and g.full_strength and done and set(g.nodes) <= live:
                         full_at[g.gid] = time.monotonic() - t_kill
                 return st if len(full_at) == len(groups) else None
 
-            st = _until("every group back at 3 voters on live nodes", everyone_full, FULL_STRENGTH_S)
+            try:
+                st = _until("every group back at 3 voters on live nodes", everyone_full, FULL_STRENGTH_S)
+            except AssertionError:
+                for g in (last[0].ctrler, *last[0].groups) if last else ():
+                    print(f"group {g.gid}: voters {g.voters} learners {g.learners} peers {g.peers} "
+                          f"roles {g.roles} replacing: {g.replacing}; {g.replacements}")
+                raise
             t_full = max(full_at.values())
             print(f"killed node {victim.node_id[:8]} (replicas of groups {hit}); every group at full "
                   f"strength {t_full:.1f} s later (per group: "

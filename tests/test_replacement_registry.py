@@ -138,7 +138,9 @@ def test_refusals_and_abandon(made: _Made) -> None:
     assert "does not hold P5" in str(reg.spawn_replacement(1, 5, 0, N[4], object, _spec(), 1.0))
     made.taken.add("svc-g1-0")  # the dead replica's name is not released yet
     assert "cannot create svc-g1-0 yet" in str(reg.spawn_replacement(1, 0, 0, N[4], object, _spec(), 1.0))
+    assert made.killed == ["h-svc-g1-0"]  # the dead replica, killed: that releases its name
     made.taken.clear()
+    made.killed.clear()
     assert reg.spawn_replacement(1, 0, 0, N[4], object, _spec(), 1.0) == (3, "handle-svc-g1-0-p3")
     reg.abandon_replacement(1, 3)  # it died before it joined: killed, the slot as before
     assert made.killed == ["handle-svc-g1-0-p3"]
