@@ -246,6 +246,8 @@ class Nemesis:
         self.active: dict[int, tuple[str, Any]] = {}  # event id -> how to heal it
         #: faults carried out, by kind (an event skipped or failed is not counted)
         self.done: dict[str, int] = {}
+        #: the worker nodes this nemesis killed (their replicas are gone for good)
+        self.lost_nodes: set[str] = set()
 
     def _get(self, ref: Any) -> Any:
         return ray.get(ref, timeout=CALL_S)
@@ -255,6 +257,12 @@ class Nemesis:
         if g is None:
             raise LookupError(f"group {gid} is not in the service")
         return g.names[i], g.replicas[i], list(g.names)
+
+    def _node_of(self, gid: int, i: int) -> str | None:
+        """The node replica ``i`` of group ``gid`` was placed on (None if the layout does not say)."""
+        g = self.kv.info.ctrler if gid == 0 else self.kv.info.group(gid)
+        nodes = getattr(g, "nodes", None) or ()
+        return str(nodes[i]) if i < len(nodes) and nodes[i] is not None else None
 
     def _ends(self, name: str, names: list[str]) -> dict[int, str]:
         if name not in self.ends:  # as the group was started: "{server}->{peer}"
@@ -300,6 +308,9 @@ class Nemesis:
                 self.note(f"{ev.describe()}: no leader at this moment; nothing isolated")
                 return False
             name, handle, names = self._replica(ev.gid, i)  # type: ignore[arg-type]
+            if self._node_of(ev.gid, i) in self.lost_nodes:  # type: ignore[arg-type]
+                self.note(f"{ev.describe()}: {name} was on a node lost earlier; skipped")
+                return False
             ends = self._ends(name, names)
             inc = self._inc(name)
             self._get(self.net.enable_many.remote(list(ends.values()), False))
@@ -335,6 +346,7 @@ class Nemesis:
             self.note(f"{ev.describe()}: the network actor runs there; skipped")
             return False
         node_id = self.cluster.kill_worker(ev.node)
+        self.lost_nodes.add(node_id)
         self.note(f"{ev.describe()}: node {node_id[:12]} killed")
         return True
 

@@ -263,3 +263,27 @@ def test_event_describe() -> None:
                                           Event(1, 2.0, "heal", of=0)))
     assert [e.describe() for e in s.events] == ["#0 t=1.50s isolate controller replica 2",
                                                  "#1 t=2.00s heal #0"]
+
+
+def test_the_nemesis_skips_a_replica_whose_node_it_killed() -> None:
+    """A crash or isolation aimed at a replica on a node lost earlier in the campaign is skipped (and
+    not counted), not an error: that replica is gone for good."""
+    from types import SimpleNamespace
+
+    from raykv.nemesis import Event
+    from raykv.torture import Nemesis
+
+    class NoNetwork:  # any call on the network would mean the skip did not happen
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f"the network was called ({name}) for a replica on a lost node")
+
+    group = SimpleNamespace(names=("g1-0", "g1-1", "g1-2"), replicas=(None, None, None),
+                            nodes=("nodeA", "nodeB", "nodeC"))
+    info = SimpleNamespace(network=NoNetwork(), ctrler=group, group=lambda gid: group)
+    notes: list[str] = []
+    nemesis = Nemesis(SimpleNamespace(info=info), cluster=None, note=notes.append)  # type: ignore[arg-type]
+    nemesis.lost_nodes.add("nodeB")
+    for kind in ("crash", "isolate"):
+        nemesis.apply(Event(1, 2.0, kind, gid=1, replica=1))
+    assert nemesis.errors == [] and nemesis.done == {}
+    assert all("g1-1 was on a node lost earlier; skipped" in n for n in notes), notes
