@@ -713,7 +713,12 @@ class ShardedKV:
 
     def remove_group(self, gid: int, *, timeout: float = 120.0) -> None:
         """Make group ``gid`` leave, wait until its shards have moved to the other groups and it holds
-        nothing, then stop it. The last group cannot be removed (its data would have nowhere to go)."""
+        nothing, then stop it. The last group cannot be removed (its data would have nowhere to go).
+
+        It is stopped only once every other group has finished the configuration it left in (each is
+        past it, or in it and settled): a group that pulled a shard from it confirms the deletion with
+        it before moving on, and a leaving group stopped before that confirmation came back (a reply
+        lost on an unreliable network) would hold the puller in that configuration for good."""
         _int_in("gid", gid, 1)
         self._refresh()
         self._known_gid(gid)
@@ -733,6 +738,18 @@ class ShardedKV:
                                    f"still holds shards (config {st.config}, serving {list(st.owned)}, "
                                    f"leaving {list(st.leaving)}); it keeps running: call remove_group "
                                    "again to wait longer")
+            time.sleep(0.1)
+        while True:  # the others have confirmed every deletion they asked of it (see the docstring)
+            behind = [o.gid for o in (group_status(x, self._remaining(deadline))
+                                      for x in self.info.groups if x.gid != gid)
+                      if not (o.config > num or (o.config == num and o.settled))]
+            if not behind:
+                break
+            if time.monotonic() > deadline:
+                raise ServiceError(f"group {gid} left in configuration {num} and holds nothing, but after "
+                                   f"{timeout:g} s groups {behind} have not finished that configuration "
+                                   "(they may still have to confirm a deletion with it); it keeps "
+                                   "running: call remove_group again to wait longer")
             time.sleep(0.1)
         self._commit(replace(self.info, groups=tuple(x for x in self.info.groups if x.gid != gid),
                              version=self.info.version + 1))
