@@ -30,7 +30,10 @@ start, hold for 1-4 s, heal, rest 0.5-2 s; ``node-loss`` is instantaneous and pe
 generated schedule (checked by :func:`validate`): every timed fault is healed, at or before
 ``seconds - QUIET_TAIL_S``; timed faults never overlap; a group that has left is never targeted
 again and a gid is never reused; a group is never made to leave while a fault holds one of its
-replicas; the number of groups stays within ``[min_groups, max_groups]``; events are sorted by time.
+replicas; the number of groups stays within ``[min_groups, max_groups]``; events are sorted by time;
+once a node is lost, node losses and replica faults together never take more than
+``replicas - majority`` replicas of a group out (a lost node may have held one of every group's, and is
+never healed).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "FAULTS",
     "INSTANT_FAULTS",
     "QUIET_TAIL_S",
+    "REPLICA_FAULTS",
     "SCHEDULE_VERSION",
     "TIMED_FAULTS",
     "Event",
@@ -60,6 +64,8 @@ __all__ = [
 SCHEDULE_VERSION = 1
 #: faults that start, hold and are healed
 TIMED_FAULTS = ("isolate", "isolate-leader", "crash", "unreliable")
+#: timed faults that take one replica out (while in force)
+REPLICA_FAULTS = ("isolate", "isolate-leader", "crash")
 #: changes that happen at one moment
 INSTANT_FAULTS = ("join", "leave", "move")
 FAULTS = (*TIMED_FAULTS, *INSTANT_FAULTS, "node-loss")
@@ -266,7 +272,11 @@ def generate(seed: int, seconds: float, faults: Any = DEFAULT_FAULTS, setup: Set
     while min(t_fault, t_member) < end:
         if t_fault <= t_member:
             t = t_fault
-            kinds = [k for k in timed if k != "node-loss" or (losses_allowed > 0 and nodes_left)]
+            # a replica fault counts against the same tolerance as a lost node: once the node losses
+            # have used it up, one more replica out would leave a group without a majority
+            kinds = [k for k in timed
+                     if (k != "node-loss" or (losses_allowed > 0 and nodes_left))
+                     and (k not in REPLICA_FAULTS or losses_allowed > 0 or len(nodes_left) == setup.nodes)]
             kind = rng.choice(kinds) if kinds else None
             hold = _uniform(rng, HOLD_S)
             if kind == "node-loss":
@@ -342,6 +352,9 @@ def validate(sched: Schedule) -> None:
         if e.shard is not None and not 0 <= e.shard < setup.nshards:
             raise ScheduleError(f"{where}: shard out of range (nshards: {setup.nshards})")
         if e.kind in TIMED_FAULTS:
+            if e.kind in REPLICA_FAULTS and lost and lost >= setup.replicas - setup.majority:
+                raise ScheduleError(f"{where}: takes a replica out after {lost} node(s) were lost, more "
+                                    f"than a group of {setup.replicas} survives")
             if open_faults:
                 raise ScheduleError(f"{where}: starts while #{next(iter(open_faults))} is still in force")
             open_faults[e.id] = e

@@ -39,8 +39,9 @@ Faults (--faults, comma separated; 'default' = all but node-loss, 'all' = every 
   move            move one shard to another group
   node-loss       kill a worker node of the cluster started here, for good. OFF by default: a group
                   keeps serving after losing a minority of its replicas, but nothing replaces lost
-                  replicas yet, so at most one node per campaign (groups of 3) is lost, and only on
-                  a cluster started here with --nodes >= --replicas.
+                  replicas on the network transport, so at most one node per campaign (groups of 3)
+                  is lost, no replica is isolated or crashed after it, and only on a cluster
+                  started here with --nodes >= --replicas.
 Timed faults (the first four) hold for 1-4 s, one at a time, and are always healed before the last
 second; a join, leave or move happens every 1.5-4 s besides.
 
