@@ -29,18 +29,14 @@ from typing import Any
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from read_paths import percentile, print_comparison
 
 import shardctrler
 
 CLIENTS = (1, 10, 100)
 READ_PATHS = ("log", "index")
-
-
-def percentile(sorted_samples: list[float], q: float) -> float:
-    if not sorted_samples:
-        return float("nan")
-    k = min(len(sorted_samples) - 1, max(0, round(q * (len(sorted_samples) - 1))))
-    return sorted_samples[k]
 
 
 def last_index(ctrler: shardctrler.CtrlerGroup) -> int:
@@ -116,18 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
 
-    def find(path: str, clients: int) -> dict[str, Any]:
-        return next(r for r in results if r["read_path"] == path and r["clients"] == clients)
-
-    print("\n| clients | Queries/s, log | Queries/s, ReadIndex | × | p50 log | p50 ReadIndex | p99 log | "
-          "p99 ReadIndex |")
-    print("|---|---|---|---|---|---|---|---|")
-    speedup = {}
-    for clients in CLIENTS:
-        a, b = find("log", clients), find("index", clients)
-        speedup[clients] = round(b["queries_per_s"] / a["queries_per_s"], 2) if a["queries_per_s"] else None
-        print(f"| {clients} | {a['queries_per_s']:,.0f} | {b['queries_per_s']:,.0f} | {speedup[clients]} | "
-              f"{a['p50_ms']:.2f} ms | {b['p50_ms']:.2f} ms | {a['p99_ms']:.2f} ms | {b['p99_ms']:.2f} ms |")
+    speedup = print_comparison(results, CLIENTS, "queries_per_s", "Queries")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "speedup": speedup,
                                                "duration_s": duration}, indent=2))

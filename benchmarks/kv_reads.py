@@ -26,6 +26,9 @@ from typing import Any
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from read_paths import percentile, print_comparison
 
 import kvraft
 
@@ -53,13 +56,6 @@ def start_kv_group(read_path: str, storage: str = "durable") -> kvraft.KVGroup:
     group = KVGroup(started, {})
     group.leader()
     return group
-
-
-def percentile(sorted_samples: list[float], q: float) -> float:
-    if not sorted_samples:
-        return float("nan")
-    k = min(len(sorted_samples) - 1, max(0, round(q * (len(sorted_samples) - 1))))
-    return sorted_samples[k]
 
 
 def run_reads(group: kvraft.KVGroup, clients: int, warmup: float, duration: float) -> tuple[list[float], int]:
@@ -126,18 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
 
-    def find(path: str, clients: int) -> dict[str, Any]:
-        return next(r for r in results if r["read_path"] == path and r["clients"] == clients)
-
-    print("\n| clients | reads/s, log | reads/s, ReadIndex | × | p50 log | p50 ReadIndex | p99 log | "
-          "p99 ReadIndex |")
-    print("|---|---|---|---|---|---|---|---|")
-    speedup = {}
-    for clients in CLIENTS:
-        a, b = find("log", clients), find("index", clients)
-        speedup[clients] = round(b["reads_per_s"] / a["reads_per_s"], 2) if a["reads_per_s"] else None
-        print(f"| {clients} | {a['reads_per_s']:,.0f} | {b['reads_per_s']:,.0f} | {speedup[clients]} | "
-              f"{a['p50_ms']:.2f} ms | {b['p50_ms']:.2f} ms | {a['p99_ms']:.2f} ms | {b['p99_ms']:.2f} ms |")
+    speedup = print_comparison(results, CLIENTS, "reads_per_s", "reads")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "speedup": speedup,
                                                "duration_s": duration}, indent=2))
