@@ -142,6 +142,26 @@ class _Clients:
             assert not t.is_alive(), "a client did not finish its last operation in time"
 
 
+def _assert_linearizable(history: list[Any]) -> None:
+    """Check ``history`` to a definite verdict and require it linearizable."""
+    t = time.monotonic()
+    result = check(history, KVModel(), timeout=CHECK_TIMEOUT_S)
+    print(f"{len(history)} operations: {result.verdict} in {time.monotonic() - t:.2f} s")
+    assert result.verdict is Verdict.LINEARIZABLE, f"history: {result.verdict}"
+
+
+def _stop_service(kv: Any, clients: _Clients | None) -> None:
+    """Stop the clients and the service, and remove its data root (this machine's nodes share one disk,
+    so the dead node's part is removed too)."""
+    if clients is not None:
+        clients.done.set()
+    root = kv.info.data_root
+    left = kv.stop()
+    print(f"stopped; not removed (their node is gone): {left}")
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_groups_on_distinct_nodes_survive_losing_a_node(cluster: tuple[Cluster, list[Any]]) -> None:
     c, workers = cluster
     t0 = time.monotonic()
@@ -207,17 +227,7 @@ def test_groups_on_distinct_nodes_survive_losing_a_node(cluster: tuple[Cluster, 
             assert g.nodes[g.leader] != victim_id
         assert st.settled and sorted(s for g in st.groups for s in g.owned) == list(range(NSHARDS))
         # 5. the history is linearizable, decided
-        history = rec.history()
-        t = time.monotonic()
-        result = check(history, KVModel(), timeout=CHECK_TIMEOUT_S)
-        print(f"{len(history)} operations: {result.verdict} in {time.monotonic() - t:.2f} s")
-        assert result.verdict is Verdict.LINEARIZABLE, f"history: {result.verdict}"
+        _assert_linearizable(rec.history())
     finally:
-        if clients is not None:
-            clients.done.set()
-        root = kv.info.data_root
-        left = kv.stop()
-        print(f"stopped; not removed (their node is gone): {left}")
-        if root is not None:  # this machine's nodes share one disk: clean the dead node's part too
-            shutil.rmtree(root, ignore_errors=True)
+        _stop_service(kv, clients)
     print(f"test took {time.monotonic() - t0:.1f} s")

@@ -18,18 +18,25 @@ is killed; then, in order:
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
 import ray
-from test_multinode import NODE_ARGS, OP_TIMEOUT_S, _Clients, _keys, ray_cluster
+from test_multinode import (
+    NODE_ARGS,
+    OP_TIMEOUT_S,
+    _assert_linearizable,
+    _Clients,
+    _keys,
+    _stop_service,
+    ray_cluster,
+)
 
 import raykv
 from actors.placement import nodes_of
-from linearizability import KVModel, Recorder, Verdict, check
+from linearizability import Recorder
 from raykv.torture_check import lost_writes
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
@@ -39,7 +46,6 @@ NSHARDS = 10
 FAST_NODE_DEATH: dict[str, Any] = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 500,
                                    "health_check_failure_threshold": 4}
 FULL_STRENGTH_S = 60.0
-CHECK_TIMEOUT_S = 60.0
 
 T = TypeVar("T")
 
@@ -157,18 +163,9 @@ def test_lost_replicas_are_replaced_and_a_new_node_takes_a_new_group() -> None:
             print(f"{len(history)} operations; {lost.checked} acknowledged writes looked up: "
                   f"{len(lost.lost)} lost, {len(lost.duplicated)} duplicated")
             assert lost.ok, f"lost {lost.lost[:5]}, duplicated {lost.duplicated[:5]}"
-            t = time.monotonic()
-            result = check(history, KVModel(), timeout=CHECK_TIMEOUT_S)
-            print(f"linearizability: {result.verdict} in {time.monotonic() - t:.2f} s")
-            assert result.verdict is Verdict.LINEARIZABLE, f"history: {result.verdict}"
+            _assert_linearizable(history)
         finally:
-            if clients is not None:
-                clients.done.set()
-            root = kv.info.data_root
-            left = kv.stop()
-            print(f"stopped; not removed (their node is gone): {left}")
-            if root is not None:  # this machine's nodes share one disk: clean the dead node's part too
-                shutil.rmtree(root, ignore_errors=True)
+            _stop_service(kv, clients)
             # nothing of the service is left running (replacements included; killing is asynchronous)
             def service_gone() -> bool:
                 names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
