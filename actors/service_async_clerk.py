@@ -34,7 +34,7 @@ from typing import Any
 
 from actors.service_clerk import GroupClerkCore
 from actors.service_endpoints import Endpoints
-from actors.service_protocol import INVALID, NO_ANSWER, OK
+from actors.service_protocol import INVALID, OK
 from actors.sessions import SessionExpired
 
 
@@ -162,15 +162,6 @@ class AsyncGroupClerk(GroupClerkCore):
         self._queue = queue
 
     async def _call(self, server: int, ops: tuple[Any, ...]) -> Any:
+        """One attempt: the reply, ``NO_ANSWER`` after ``attempt_timeout``, ``None`` for a failed call."""
         self.calls += 1
-        try:
-            ref = self.endpoints.submit(server, ops)
-            value = await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.attempt_timeout)
-        except asyncio.TimeoutError:
-            return NO_ANSWER
-        except Exception:  # a Ray error: the actor died or the call failed
-            forget = getattr(self.endpoints, "forget", None)
-            if forget is not None:  # endpoints that find servers by name look this one up again
-                forget(server)
-            return None
-        return self.endpoints.unpack(value)
+        return await self._calls.acall(server, ops, self.attempt_timeout)

@@ -8,8 +8,10 @@
   answered last, goes to the leader a server names, moves on round the ring after a failed call,
   and turns an ``invalid`` answer into the service's error at once (nothing was proposed, so a retry
   would not help). A service sets :attr:`~GroupClerkCore.timeout_error` and :meth:`~GroupClerkCore.rejected`.
-- :class:`SyncGroupClerk`: the blocking retry loop over that core (``ray.get`` with a deadline per
-  attempt); the asyncio twin, which batches, is :class:`actors.service_async_clerk.AsyncGroupClerk`.
+- :class:`SyncGroupClerk`: the blocking retry loop over that core (the endpoint set's blocking
+  ``call`` with a deadline per attempt); the asyncio twin, which batches, is
+  :class:`actors.service_async_clerk.AsyncGroupClerk` (the endpoint set's ``acall``). Neither knows
+  the transport: the endpoint set hides it (:mod:`actors.service_endpoints`).
 
 The kvraft and controller clerks are these with the service's operations on top; the sharded KV's
 clerks, which route by configuration to many groups, share :class:`ClerkBase` and the routing rule
@@ -37,10 +39,7 @@ import threading
 import time
 from typing import Any
 
-import ray
-from ray.exceptions import GetTimeoutError, RayError
-
-from actors.service_endpoints import Endpoints
+from actors.service_endpoints import Endpoints, calls_of
 from actors.service_protocol import INVALID, NO_ANSWER, OK, new_client_id, next_server, outcome
 from actors.sessions import DEFAULT_SESSION_TTL_S, SessionExpired, SessionExpiredError, ttl_ms
 
@@ -114,6 +113,17 @@ class GroupClerkCore(ClerkBase):
         self.n = len(endpoints.names)
         #: the server that answered last (the reference clerks start from a shuffled list)
         self.leader = random.randrange(self.n)
+
+    @property
+    def endpoints(self) -> Any:
+        """The endpoint set this clerk calls (assigning another one is allowed: tests wrap it)."""
+        return self._endpoints
+
+    @endpoints.setter
+    def endpoints(self, endpoints: Any) -> None:
+        self._endpoints = endpoints
+        #: what the clerk calls: ``endpoints`` itself, or an adapter (see actors.service_endpoints)
+        self._calls: Endpoints = calls_of(endpoints)
 
     def route(self, server: int, reply: Any) -> int:
         """The server to try after ``server`` answered ``reply`` (anything but ``ok``)."""
@@ -218,14 +228,4 @@ class SyncGroupClerk(GroupClerkCore):
     def _call(self, server: int, ops: Any, wait: float) -> Any:
         """One attempt: the reply, :data:`~actors.service_protocol.NO_ANSWER` after ``wait``
         seconds, or ``None`` for a failed call."""
-        try:
-            ref = self.endpoints.submit(server, ops)
-            value = ray.get(ref, timeout=wait)
-        except GetTimeoutError:
-            return NO_ANSWER
-        except (RayError, ValueError):  # a dead actor (a router that looks names up: an unknown name)
-            forget = getattr(self.endpoints, "forget", None)
-            if forget is not None:  # endpoints that find servers by name look this one up again
-                forget(server)
-            return None
-        return self.endpoints.unpack(value)
+        return self._calls.call(server, ops, wait)
