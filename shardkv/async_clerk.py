@@ -246,7 +246,7 @@ class AsyncClerk(ClerkCore):
                 if name not in p.tried:
                     p.tried.append(name)
             self.calls += 1
-            reply = await self.router.call(name, "kv", (tuple(p.op for p in live),), self.attempt_timeout)
+            reply = await self.router.acall(name, "kv", (tuple(p.op for p in live),), self.attempt_timeout)
             if isinstance(reply, tuple) and reply[0] == OK and len(reply[1]) == len(live):
                 self.leaders[gid] = i
                 retry = []

@@ -32,9 +32,6 @@ import threading
 import time
 from typing import Any
 
-import ray
-from ray.exceptions import GetTimeoutError, RayError
-
 from actors.service_clerk import ClerkBase
 from actors.service_protocol import NO_ANSWER, check_timeout, new_client_id, next_server
 from actors.service_protocol import outcome as group_outcome
@@ -174,7 +171,7 @@ class ClerkCore(ClerkBase):
 class Clerk(ClerkCore):
     """A synchronous clerk. Thread-safe, but one operation at a time (calls from several threads are
     serialised); use one clerk per thread, or an :class:`~shardkv.async_clerk.AsyncClerk`, for
-    concurrency. It blocks on ``ray.get``: never use it inside an async actor.
+    concurrency. It blocks (its router's blocking ``call``): never use it inside an async actor.
     """
 
     def __init__(self, router: Any, ctrlers: tuple[str, ...] | list[str], **options: Any) -> None:
@@ -285,15 +282,6 @@ class Clerk(ClerkCore):
         return self.config.num if self.config is not None else -1
 
     def _call(self, server: str, ops: tuple[Op, ...], wait: float) -> Any:
-        try:
-            self.router.ensure(server)
-            ref = self.router.submit(server, "kv", (ops,))
-            value = ray.get(ref, timeout=wait)
-        except GetTimeoutError:
-            return NO_ANSWER
-        except (RayError, ValueError):  # a dead actor, an unknown name
-            forget = getattr(self.router, "forget", None)
-            if forget is not None:  # look the name up again: the server may have been replaced
-                forget(server)
-            return None
-        return self.router.unpack("kv", value)
+        """One attempt: the reply, ``NO_ANSWER`` after ``wait`` seconds, or ``None`` for a failed call
+        (the router looks a server up again after one: it may have been replaced)."""
+        return self.router.call(server, "kv", (ops,), wait)

@@ -11,15 +11,24 @@ A shard group learns the servers of other groups from configurations, as names, 
   group's servers are named actors), or in the table of handles given at construction (the
   controller's replicas).
 
-Calls, both kinds: :meth:`ensure` / :meth:`aensure` make a name callable (an end, a handle lookup);
-then :meth:`submit` starts ``method(*args)`` on the server and returns a Ray ``ObjectRef``, and
-:meth:`unpack` turns what it resolves to into the server's reply, or ``None`` for a failed call.
-:meth:`call` does all of it with a deadline, for asyncio code (a replica actor never blocks). The
+- :class:`~shardkv.stream_router.StreamRouter` (real use, the default of :mod:`raykv.sharded`):
+  over the service's authenticated TCP streams (:mod:`actors.stream_client`), to the address the
+  server's actor publishes (``stream_address()``), looked up through Ray once and cached.
+
+Calls, every kind: :meth:`acall` (asyncio code; a replica actor never blocks) and :meth:`call`
+(blocking: the synchronous clerks) take ``(server, method, args, timeout_s)`` and return the server's
+reply, :data:`~actors.service_protocol.NO_ANSWER` when it did not answer within ``timeout_s``, or
+``None`` for a failed call (dropped, dead actor, unknown name); a router that finds servers by name
+forgets a server after a failed call and looks it up again on the next one (a lost replica's
+replacement runs under its name). :meth:`ensure` / :meth:`aensure` make a name callable ahead of
+time (an end, a handle lookup; nothing for the stream router, which looks up lazily). The Ray-call
+routers also keep their two-step form, :meth:`submit` (a Ray ``ObjectRef``) and :meth:`unpack`. The
 ``kv`` and ``ctrl`` RPCs go to the direct actors as one pickled bytes argument (Ray moves bytes far
 faster than nested tuples), the others through the replica's generic ``rpc`` entry.
 
 Routers are picklable; an unpickled :class:`NetworkRouter` takes a fresh end prefix (ends are never
-shared between processes), an unpickled :class:`DirectRouter` looks names up again.
+shared between processes), an unpickled :class:`DirectRouter` or ``StreamRouter`` looks names up again
+(and the stream router opens its own connections).
 
 :class:`CtrlerEndpoints` adapts a router to the :mod:`shardctrler` clerks' endpoint interface, so the
 sharded KV reaches the controller with the controller's own clerks.
@@ -34,9 +43,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError, RayError
 
-#: RPCs whose direct form is a method of the same name taking and returning pickled bytes
-_BYTES_METHODS = frozenset({"kv", "ctrl"})
+from actors.service_protocol import NO_ANSWER
+from shardkv.stream_router import BYTES_METHODS as _BYTES_METHODS
+from shardkv.stream_router import StreamRouter
+
+__all__ = ["CtrlerEndpoints", "DirectRouter", "NetworkRouter", "Router", "StreamRouter"]
+
 
 
 class NetworkRouter:
@@ -93,10 +107,14 @@ class NetworkRouter:
         ok, reply = value
         return reply if ok else None
 
-    async def call(self, server: str, method: str, args: tuple, timeout: float) -> Any:
-        """``method(*args)`` on ``server``; the reply, or ``None`` if the call failed or took longer
-        than ``timeout`` seconds."""
-        return await _call(self, server, method, args, timeout)
+    async def acall(self, server: str, method: str, args: tuple, timeout: float) -> Any:
+        """``method(*args)`` on ``server``: the reply, ``NO_ANSWER`` after ``timeout`` seconds, or
+        ``None`` if the call failed."""
+        return await _acall(self, server, method, args, timeout)
+
+    def call(self, server: str, method: str, args: tuple, timeout: float) -> Any:
+        """:meth:`acall`, blocking (drivers and synchronous clerks only)."""
+        return _call(self, server, method, args, timeout)
 
 
 class DirectRouter:
@@ -153,22 +171,41 @@ class DirectRouter:
             return None if value is None else pickle.loads(value)
         return value
 
-    async def call(self, server: str, method: str, args: tuple, timeout: float) -> Any:
-        return await _call(self, server, method, args, timeout)
+    async def acall(self, server: str, method: str, args: tuple, timeout: float) -> Any:
+        return await _acall(self, server, method, args, timeout)
+
+    def call(self, server: str, method: str, args: tuple, timeout: float) -> Any:
+        return _call(self, server, method, args, timeout)
 
 
-Router = NetworkRouter | DirectRouter
+Router = NetworkRouter | DirectRouter | StreamRouter
 
 
-async def _call(router: Any, server: str, method: str, args: tuple, timeout: float) -> Any:
+async def _acall(router: NetworkRouter | DirectRouter, server: str, method: str, args: tuple,
+                 timeout: float) -> Any:
     try:
         await asyncio.wait_for(router.aensure(server), timeout)
         ref = router.submit(server, method, args)
         value = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
     except asyncio.CancelledError:
         raise
-    except Exception:  # a timeout, a dead actor, an unknown name: a failed call
+    except asyncio.TimeoutError:
+        return NO_ANSWER
+    except Exception:  # a dead actor, an unknown name: a failed call
         if isinstance(router, DirectRouter):
+            router.forget(server)
+        return None
+    return router.unpack(method, value)
+
+
+def _call(router: NetworkRouter | DirectRouter, server: str, method: str, args: tuple, timeout: float) -> Any:
+    try:
+        router.ensure(server)
+        value = ray.get(router.submit(server, method, args), timeout=timeout)
+    except GetTimeoutError:
+        return NO_ANSWER
+    except (RayError, ValueError):  # a dead actor, an unknown name
+        if isinstance(router, DirectRouter):  # look the name up again: the server may have been replaced
             router.forget(server)
         return None
     return router.unpack(method, value)
@@ -176,8 +213,9 @@ async def _call(router: Any, server: str, method: str, args: tuple, timeout: flo
 
 class CtrlerEndpoints:
     """The controller's servers ``names``, reached through ``router``: the endpoint interface of the
-    :mod:`shardctrler` clerks (``names``, ``submit(i, ops)``, ``unpack(value)``). Call
-    :meth:`ensure` (or :meth:`aensure`) once before the first call."""
+    :mod:`shardctrler` clerks (``names``; ``call(i, ops, timeout_s)`` / ``acall(...)``; and, over the
+    Ray-call routers, ``submit(i, ops)`` / ``unpack(value)``). Call :meth:`ensure` (or
+    :meth:`aensure`) once before the first call. Picklable (with its router)."""
 
     def __init__(self, router: Any, names: tuple[str, ...]) -> None:
         if not names:
@@ -194,6 +232,14 @@ class CtrlerEndpoints:
         for name in self.names:
             await self.router.aensure(name)
         return self
+
+    def call(self, server: int, ops: Any, timeout_s: float) -> Any:
+        """The reply of server ``server`` to the batch ``ops``, ``NO_ANSWER`` or ``None`` (blocking)."""
+        return self.router.call(self.names[server], "ctrl", (ops,), timeout_s)
+
+    async def acall(self, server: int, ops: Any, timeout_s: float) -> Any:
+        """:meth:`call` for asyncio code."""
+        return await self.router.acall(self.names[server], "ctrl", (ops,), timeout_s)
 
     def submit(self, server: int, ops: Any) -> Any:
         return self.router.submit(self.names[server], "ctrl", (ops,))

@@ -311,7 +311,7 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
         for _ in range(n + 1):
             if inc != self.incarnation:
                 return None
-            reply = await router.call(servers[i], method, args, self._peer_timeout_s)
+            reply = await router.acall(servers[i], method, args, self._peer_timeout_s)
             if isinstance(reply, tuple) and reply[0] == OK:
                 self._peer_leader[peer] = i
                 return reply

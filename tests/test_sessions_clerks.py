@@ -229,7 +229,7 @@ class _ShardRouter:
         self.index += 1
         return self.sm.apply(self.index, stamp(command, self.t, self.ttl))
 
-    async def call(self, name: str, method: str, args: tuple, timeout: float) -> Any:
+    async def acall(self, name: str, method: str, args: tuple, timeout: float) -> Any:
         from shardkv.ops import CLIENT
 
         assert method == "kv"
