@@ -6,7 +6,10 @@ waiting is the shared server core, :class:`actors.service_server.ServiceReplica`
 RPCs (each returns ``None`` when this peer is down):
 
 Every RPC first checks its arguments' shape and answers ``("invalid", reason)`` for malformed ones,
-before anything is proposed.
+before anything is proposed. Over the direct transport ``kv`` arrives at the actor method of that name
+as one pickled batch, ``pull`` and ``delete`` through the generic ``rpc`` entry; over the stream
+transport each is a frame of its name, served by the actor methods ``kv`` (the pickled batch),
+``pull`` and ``delete`` (the pickled argument tuple), answered pickled.
 
 - ``kv(ops)``: a batch of client operations. The leader refuses at once (wrong-group results, nothing
   proposed) the operations on shards it does not serve in its applied state, proposes the rest as
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -60,7 +64,7 @@ from actors.service_protocol import next_server
 from actors.service_server import DEFAULT_SERVER_WAIT_S, ServiceReplica, service_replica_actor
 from actors.sessions import unstamp
 from shardctrler.async_clerk import AsyncClerk as CtrlerAsyncClerk
-from shardkv.endpoints import CtrlerEndpoints, DirectRouter, NetworkRouter
+from shardkv.endpoints import CtrlerEndpoints, DirectRouter, NetworkRouter, Router, StreamRouter
 from shardkv.ops import (
     CLIENT,
     CONFIG,
@@ -91,14 +95,17 @@ DEFAULT_POLL_S = 0.1
 DEFAULT_PEER_TIMEOUT_S = 1.0
 
 
-def make_router(routing: tuple, prefix: str) -> NetworkRouter | DirectRouter:
-    """A router from its description: ``("network", network_handle)`` or
-    ``("direct", {name: handle}, namespace)``."""
+def make_router(routing: tuple, prefix: str) -> Router:
+    """A router from its description: ``("network", network_handle)``,
+    ``("direct", {name: handle}, namespace)`` or ``("stream", secret, {name: handle}, namespace)`` (the
+    handles: the controller's replicas, which are no named actors)."""
     if routing[0] == "network":
         return NetworkRouter(routing[1], prefix)
     if routing[0] == "direct":
         return DirectRouter(routing[1], routing[2])
-    raise ValueError(f"unknown routing {routing[0]!r}: expected 'network' or 'direct'")
+    if routing[0] == "stream":
+        return StreamRouter(routing[1], routing[2], routing[3], label=prefix)
+    raise ValueError(f"unknown routing {routing[0]!r}: expected 'network', 'direct' or 'stream'")
 
 
 class ShardKVReplica(ReadIndexServing, ServiceReplica):
@@ -118,7 +125,7 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
         self._peer_timeout_s = float(extra.get("peer_timeout_s", DEFAULT_PEER_TIMEOUT_S))
         self._noop_term = -1
         self._jobs: dict[Any, asyncio.Task] = {}
-        self._router: NetworkRouter | DirectRouter | None = None
+        self._router: Router | None = None
         self._ctrl: CtrlerAsyncClerk | None = None
         #: per peer gid, the server index that answered last
         self._peer_leader: dict[int, int] = {}
@@ -195,6 +202,32 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
         if exported is None:
             return NOT_READY, sm.config.num
         return OK, exported
+
+    async def pull(self, data: bytes) -> bytes | None:
+        """``rpc_pull`` for callers on a stream: the argument tuple ``(num, shards)`` and the answer
+        pickled."""
+        return await self._serve_pickled_args(data, self.rpc_pull)
+
+    async def delete(self, data: bytes) -> bytes | None:
+        """``rpc_delete`` for callers on a stream (as :meth:`pull`)."""
+        return await self._serve_pickled_args(data, self.rpc_delete)
+
+    async def _serve_pickled_args(self, data: bytes,
+                                  handler: Callable[..., Coroutine[Any, Any, Any]]) -> bytes | None:
+        """``handler(*args)`` for the pickled argument tuple ``data``, with the answer pickled; ``None``
+        while this peer is down; ``("invalid", reason)`` for anything but a pickled pair."""
+        if self.core is None:
+            return None
+        try:
+            args = pickle.loads(data)
+        except Exception as exc:
+            return pickle.dumps((INVALID, f"the request is not a pickled argument tuple ({exc!r:.120})"),
+                                protocol=5)
+        if not isinstance(args, tuple) or len(args) != 2:
+            return pickle.dumps((INVALID, f"expected the arguments (num, shards), got {args!r:.120}"),
+                                protocol=5)
+        reply = await handler(*args)
+        return None if reply is None else pickle.dumps(reply, protocol=5)
 
     async def rpc_delete(self, num: int, shards: tuple[int, ...]) -> tuple[str, Any] | None:
         """The new owner of ``shards`` (configuration ``num``) has them: delete the leaving copies."""
