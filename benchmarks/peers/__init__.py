@@ -1,0 +1,13 @@
+"""What raykv's benchmarks measure it against, and how they drive load.
+
+- :mod:`peers.load`: one closed-loop load driver for every system (N asyncio writers, each issuing its
+  next operation when the last one answered; latencies of the operations started in the measured
+  window), so raykv, etcd and the floors are measured by the same code.
+- :mod:`peers.etcd`: a throwaway etcd cluster on loopback (start, wait until healthy, find the
+  leader, stop and clean up) and an asyncio writer through ``aetcd``.
+- :mod:`peers.tcp_echo`: the bare asyncio TCP round trip between two Python processes (the floor
+  under any stream transport).
+
+Import as ``from peers import ...`` with ``benchmarks/`` on ``sys.path`` (the benchmark scripts put
+it there). Nothing here imports Ray.
+"""
