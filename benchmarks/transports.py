@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_floor_and_etcd(a: argparse.Namespace, config: dict[str, Any],
                        record: Callable[[str, str], Callable[[Measurement], None]], bar: Any) -> str | None:
     """The TCP floor, then etcd; returns why etcd was skipped, or ``None``."""
-    from peers.etcd import EtcdCluster, EtcdUnavailable, etcd_version, etcd_writer
+    from peers.etcd import EtcdCluster, EtcdStartError, EtcdUnavailable, etcd_version, etcd_writer
     from peers.tcp_echo import EchoClient, echo_server_process
 
     async def tcp() -> None:
@@ -260,7 +260,12 @@ def run_floor_and_etcd(a: argparse.Namespace, config: dict[str, Any],
         bar.update(len(a.writers))
         return str(e)
     config["etcd_version"] = etcd_version(cluster.binary)
-    with cluster:
+    try:
+        cluster.start()
+    except EtcdStartError as e:  # the raykv rows are still worth having: say why etcd is missing
+        bar.update(len(a.writers))
+        return f"the etcd cluster did not start: {e}"
+    try:
         leader = cluster.leader_endpoint()
 
         async def etcd() -> None:
@@ -268,6 +273,8 @@ def run_floor_and_etcd(a: argparse.Namespace, config: dict[str, Any],
                 await _measure_all(op, a.writers, a.warmup, a.duration, record("etcd", "etcd"))
 
         asyncio.run(etcd())
+    finally:
+        cluster.stop()
     return None
 
 

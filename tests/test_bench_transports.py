@@ -90,6 +90,15 @@ def test_targets_are_issue_14s() -> None:
                         "unit": "ops/s", "met": False}]
 
 
+def test_plot_draws_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    rows = transports.with_ratios([
+        _r("etcd", "etcd", 1, 1000.0, 1.0), _r("raykv/direct", "raykv", 1, 250.0, 4.0),
+        _r("raykv/direct", "raykv", 10, 2000.0, 5.0), _r("tcp-rtt", "floor", 1, 8000.0, 0.12)])
+    transports.plot(rows, tmp_path / "t.png")
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_drive_counts_only_operations_started_in_the_window() -> None:
     calls: list[float] = []
 
