@@ -42,9 +42,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import ray
-from ray.exceptions import GetTimeoutError, RayError
-
 from actors.service_protocol import NO_ANSWER
 from shardkv.stream_router import BYTES_METHODS as _BYTES_METHODS
 from shardkv.stream_router import StreamRouter
@@ -77,6 +74,8 @@ class NetworkRouter:
     def ensure(self, server: str, timeout: float = 30.0) -> None:
         """Make (and enable) this router's end to ``server``, blocking (drivers and clerks only)."""
         if server not in self._ends:
+            import ray
+
             end = self._new_end(server)
             ray.get(self.network.make_end.remote(end, server), timeout=timeout)
             ray.get(self.network.enable.remote(end, True), timeout=timeout)
@@ -135,6 +134,8 @@ class DirectRouter:
     def _lookup(self, server: str) -> Any:
         """The actor named ``server`` now; for a name in ``known`` that is not (or no longer) a named
         actor, the known handle."""
+        import ray
+
         try:
             return ray.get_actor(server, namespace=self.namespace)
         except ValueError:
@@ -199,6 +200,9 @@ async def _acall(router: NetworkRouter | DirectRouter, server: str, method: str,
 
 
 def _call(router: NetworkRouter | DirectRouter, server: str, method: str, args: tuple, timeout: float) -> Any:
+    import ray  # here, so that the stream router's users (and its tests) load without Ray
+    from ray.exceptions import GetTimeoutError, RayError
+
     try:
         router.ensure(server)
         value = ray.get(router.submit(server, method, args), timeout=timeout)

@@ -115,6 +115,9 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
     :func:`make_router`); optional ``server_wait_s``, ``poll_s``, ``peer_timeout_s``.
     """
 
+    #: served over the stream listener too (pickled payload in, pickled reply out; see the module docstring)
+    stream_rpcs = frozenset({"kv", "pull", "delete"})
+
     def __init__(self, spec: ReplicaSpec) -> None:
         super().__init__(spec)
         extra = spec.extra
@@ -141,6 +144,8 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
     async def start(self, incarnation: int, transport: tuple) -> None:
         await super().start(incarnation, transport)
         self._router = make_router(self._routing, f"{self.spec.name}.{incarnation}")
+        if isinstance(self._router, StreamRouter):  # the tests' fault hook covers the migrations too
+            self._router.set_faults(getattr(self, "_stream_faults", None))
         self._ctrl = None
         self._noop_term = -1
         self._jobs = {}
@@ -148,9 +153,20 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
 
     async def crash(self) -> None:
         ctrl, self._ctrl = self._ctrl, None
+        router = self._router  # the next start makes a new one
         await super().crash()
         if ctrl is not None:
             await ctrl.close()
+        if isinstance(router, StreamRouter):
+            await router.close()
+
+    async def set_stream_faults(self, config: dict[str, Any] | None) -> None:
+        """The replica's stream fault hook (see :class:`~actors.replica.ReplicaActor`), applied to this
+        server's calls to other groups and to the controller as well (their destinations are labelled
+        by server name, which is what a ``cut`` of these calls names)."""
+        await super().set_stream_faults(config)  # type: ignore[misc]
+        if isinstance(self._router, StreamRouter):
+            self._router.set_faults(getattr(self, "_stream_faults", None))
 
     # -- RPCs ------------------------------------------------------------------------------------
 

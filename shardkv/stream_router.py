@@ -4,11 +4,14 @@ TCP streams (the ``stream`` transport, the default of :mod:`raykv.sharded`).
 Ray stays the control plane: a server's *address* (host, port of its replica's stream listener) is
 found by asking the server's actor, through Ray, for ``stream_address()``. The actor is the named actor
 of that name in the router's Ray namespace, or, for a name that is no named actor (the controller's
-first replicas), the handle given in ``known``. The address is cached; :meth:`StreamRouter.forget` (done
-by the router itself after every failed call) makes the next call ask again, so a lost replica's
-replacement, which takes the dead one's name and opens a listener of its own, is found without anyone
-telling the router. The data plane is one :class:`~actors.stream_client.StreamClient` connection per
-server and event loop, opened lazily, authenticated with the service's secret (one secret for the
+first replicas), the handle given in ``known``. The address is cached; :meth:`StreamRouter.forget` makes
+the next call ask again. The router forgets a server itself after a call that failed with no
+connection up (refused, lost: the server may be gone), not after a mere timeout on a live connection
+(a slow server has not moved), so a lost replica's replacement, which takes the dead one's name and
+opens a listener of its own, is found without anyone telling the router.
+
+The data plane is one :class:`~actors.stream_client.StreamClient` connection per server and event
+loop, opened lazily, authenticated with the service's secret (one secret for the
 whole service, controller and every group; handed out only through Ray), reconnected by the client
 after a failure. Connections are shared by every router of the process on the same event loop (a
 client multiplexes concurrent calls over one connection by request id), so the many clerks of one
@@ -45,6 +48,9 @@ from actors.service_protocol import NO_ANSWER
 log = logging.getLogger("raykv.shardkv")
 
 __all__ = ["BYTES_METHODS", "Address", "StreamRouter"]
+
+#: how long one address lookup (a Ray call to the server's actor) may take
+LOOKUP_TIMEOUT_S = 5.0
 
 #: RPCs whose direct form is a method of the same name taking and returning pickled bytes (on a stream,
 #: their frame carries the pickled batch alone; other methods carry the pickled argument tuple)
@@ -163,7 +169,9 @@ class StreamRouter:
         """Ask ``server``'s actor for its stream address through Ray (the name lookup blocks on the
         cluster's directory: off the event loop)."""
         handle = await asyncio.get_running_loop().run_in_executor(None, self._handle, server)
-        found = await handle.stream_address.remote()
+        ref = handle.stream_address.remote()
+        # an ObjectRef awaited through its future works on any event loop, not only the driver's
+        found = await asyncio.wait_for(asyncio.wrap_future(ref.future()), LOOKUP_TIMEOUT_S)
         return None if found is None else (str(found[0]), int(found[1]))
 
     def _handle(self, server: str) -> Any:
@@ -244,8 +252,11 @@ class StreamRouter:
             return NO_ANSWER
         ok, reply = await client.start(method, payload, left)
         if not ok or reply is None:
-            self.forget(server)
-            return NO_ANSWER if loop.time() >= deadline - 0.001 else None
+            if loop.time() >= deadline - 0.001:
+                return NO_ANSWER
+            if not client.connected:  # refused or lost: the server may have moved; ask again next time
+                self.forget(server)
+            return None
         try:
             return pickle.loads(reply)
         except Exception as exc:  # a server of this service never sends this: count it as failed
