@@ -21,10 +21,12 @@ warm-up first). In the order run:
 
 Every figure is also given as a ratio to etcd's at the same number of writers (ops/s ÷ etcd's ops/s:
 above 1 is faster; p50 ÷ etcd's p50: below 1 is faster), and issue 14's targets are checked for each
-raykv transport. ``--json FILE`` writes ``{"config": {...}, "etcd_skipped": reason or null, "results":
+raykv transport. A transport that fails (its group does not start, a put raises) is reported with its
+error and the others are still measured; the exit status is then 1. ``--json FILE`` writes
+``{"config": {...}, "etcd_skipped": reason or null, "failed": {transport: error}, "results":
 [{"system", "kind", "writers", "count", "ops_per_s", "p50_ms", "p99_ms", "ops_vs_etcd", "p50_vs_etcd"},
-...], "targets": [{"system", "target", "value", "unit", "met"}, ...]}``; ``--plot FILE`` draws ops/s and p50
-per system and writer count (matplotlib).
+...], "targets": [{"system", "target", "value", "unit", "met"}, ...]}``; ``--plot FILE`` draws ops/s
+and p50 per system and writer count (matplotlib).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import os
 import platform
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return done
 
     etcd_skipped = run_floor_and_etcd(a, config, record, bar)
-    run_ray(a, config, record, bar)
+    failures = run_ray(a, config, record, bar)
     bar.close()
 
     rows = with_ratios(results)
@@ -226,17 +227,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(rows))
     if etcd_skipped:
         print(f"\netcd skipped: {etcd_skipped}; no ratios")
+    for transport, error in failures.items():
+        print(f"\nraykv/{transport} FAILED: {error}")
     for t in targets:
         v = f"{t['value']:.2f}×" if t["unit"] == "×" else f"{t['value']:,.0f} ops/s"
         print(f"target {t['system']}, {t['target']}: {v}: {'met' if t['met'] else 'MISSED'}")
     if a.json:
-        a.json.write_text(json.dumps({"config": config, "etcd_skipped": etcd_skipped, "results": rows,
-                                      "targets": targets}, indent=2) + "\n")
+        a.json.write_text(json.dumps({"config": config, "etcd_skipped": etcd_skipped, "failed": failures,
+                                      "results": rows, "targets": targets}, indent=2) + "\n")
         print(f"wrote {a.json}")
     if a.plot:
         plot(rows, a.plot)
         print(f"wrote {a.plot}")
-    return 0
+    return 1 if failures else 0
 
 
 def run_floor_and_etcd(a: argparse.Namespace, config: dict[str, Any],
@@ -279,11 +282,11 @@ def run_floor_and_etcd(a: argparse.Namespace, config: dict[str, Any],
 
 
 def run_ray(a: argparse.Namespace, config: dict[str, Any],
-            record: Callable[[str, str], Callable[[Measurement], None]], bar: Any) -> None:
-    """The raw Ray round trip, then one durable group of ``REPLICAS`` per transport."""
+            record: Callable[[str, str], Callable[[Measurement], None]], bar: Any) -> dict[str, str]:
+    """The raw Ray round trip, then one durable group of ``REPLICAS`` per transport; returns the
+    transports that failed, with the error (the others are still measured)."""
     import ray
-
-    import kvraft
+    from tqdm import tqdm
 
     config["ray_version"] = ray.__version__
 
@@ -292,6 +295,10 @@ def run_ray(a: argparse.Namespace, config: dict[str, Any],
         async def ping(self, payload: bytes) -> bytes:
             return payload
 
+    def tqdm_write(text: str) -> None:
+        tqdm.write(text, file=sys.stderr)
+
+    failures: dict[str, str] = {}
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         echo = Echo.remote()  # type: ignore[attr-defined]
@@ -303,26 +310,39 @@ def run_ray(a: argparse.Namespace, config: dict[str, Any],
 
         asyncio.run(rtt())
         ray.kill(echo)
-        value = VALUE.decode()
         for transport in a.transports:
-            t0 = time.monotonic()
-            group = kvraft.start_group(REPLICAS, storage="durable", transport=transport)
-            bar.set_postfix_str(f"{transport}: group up in {time.monotonic() - t0:.1f} s")
+            before = bar.n
             try:
-                async def kv(group: kvraft.KVGroup = group, transport: str = transport) -> None:
-                    ck = group.async_clerk()
-                    try:
-                        await ck.put("warm", value)
-                        await _measure_all(lambda c: ck.put(f"k{c}", value), a.writers, a.warmup,
-                                           a.duration, record(f"raykv/{transport}", "raykv"))
-                    finally:
-                        await ck.close()
-
-                asyncio.run(kv())
-            finally:
-                group.stop()
+                run_transport(a, transport, record(f"raykv/{transport}", "raykv"))
+            except Exception as e:  # one transport failing (e.g. one landing today) loses only its rows
+                failures[transport] = f"{type(e).__name__}: {e}"
+                tqdm_write(f"  raykv/{transport} FAILED: {failures[transport]}")
+            bar.update(before + len(a.writers) - bar.n)
     finally:
         ray.shutdown()
+    return failures
+
+
+def run_transport(a: argparse.Namespace, transport: str, done: Callable[[Measurement], None]) -> list[
+        Measurement]:
+    """One durable group of ``REPLICAS`` on ``transport``, driven at every writer count, stopped."""
+    import kvraft
+
+    value = VALUE.decode()
+    group = kvraft.start_group(REPLICAS, storage="durable", transport=transport)
+    try:
+        async def kv() -> list[Measurement]:
+            ck = group.async_clerk()
+            try:
+                await ck.put("warm", value)
+                return await _measure_all(lambda c: ck.put(f"k{c}", value), a.writers, a.warmup,
+                                          a.duration, done)
+            finally:
+                await ck.close()
+
+        return asyncio.run(kv())
+    finally:
+        group.stop()
 
 
 if __name__ == "__main__":
