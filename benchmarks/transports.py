@@ -258,6 +258,11 @@ def run_floor_and_etcd(a: argparse.Namespace, config: dict[str, Any],
     if a.no_etcd:
         return "--no-etcd"
     try:
+        import aetcd  # noqa: F401 (the etcd client, from the bench extra)
+    except ImportError:
+        bar.update(len(a.writers))
+        return "the aetcd client is not installed: pip install -e '.[bench]'"
+    try:
         cluster = EtcdCluster(3, binary=a.etcd)
     except EtcdUnavailable as e:
         bar.update(len(a.writers))
