@@ -11,10 +11,13 @@
     ctrler.stop()
 
 The same shape as :func:`kvraft.start_group`, and the same mechanics: the shared group shell,
-:mod:`actors.service_group`. Replicas talk to each other, to the controller and to other groups directly
-(``transport="direct"``, the default: every group server is a named Ray actor, found by the name
-the configurations carry), or through the controller's :class:`~actors.network.FaultyNetwork` actor
-(``transport="network"``; the controller must have been started with it). They persist to durable
+:mod:`actors.service_group`. The transport is the controller's. On the stream transport (a controller
+started with ``transport="stream"``) replicas talk to each other, to the controller and to other groups
+over authenticated TCP streams with the controller's secret (one secret per service), and find a
+server's address by asking its actor (every group server is a named Ray actor, found by the name the
+configurations carry; :class:`~shardkv.stream_router.StreamRouter`). Directly (``transport="direct"``)
+they call those actors; or they go through the controller's :class:`~actors.network.FaultyNetwork`
+actor (``transport="network"``). They persist to durable
 :class:`~actors.storage.FileStorage` in ``data_dir`` unless ``storage="memory"``. Each replica is on
 its own node when the cluster has enough nodes, and the replicas are packed with a warning when it
 has not (:mod:`actors.placement`); a replica's storage directory is created on its node by the
@@ -38,26 +41,28 @@ from actors.service_group import ServiceGroup, StartedReplicas, check_group_opti
 from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from shardkv.async_clerk import AsyncClerk
 from shardkv.clerk import Clerk
-from shardkv.endpoints import DirectRouter, NetworkRouter
-from shardkv.server import shardkv_replica_actor
+from shardkv.endpoints import Router
+from shardkv.server import make_router, shardkv_replica_actor
 from shardkv.statemachine import ShardKVStateMachine, mapping_function
 
 
 def routing_for(ctrler: Any) -> tuple:
     """How servers and clerks reach everything, given the controller group ``ctrler`` (a
-    :class:`shardctrler.CtrlerGroup`): its network if it has one, else direct calls, with the
-    controller's replicas known by name."""
+    :class:`shardctrler.CtrlerGroup`, or anything with its ``names``, ``replicas`` and ``network`` /
+    ``secret``): its network if it has one; the streams with its secret if it has one; else direct
+    calls. The controller's replicas are known by name (their actors are not named actors)."""
     if getattr(ctrler, "network", None) is not None:
         return ("network", ctrler.network)
-    return ("direct", dict(zip(ctrler.names, ctrler.replicas, strict=True)), None)
+    known = dict(zip(ctrler.names, ctrler.replicas, strict=True))
+    secret = getattr(ctrler, "secret", None)
+    if secret is not None:
+        return ("stream", secret, known, None)
+    return ("direct", known, None)
 
 
-def router_for(ctrler: Any) -> NetworkRouter | DirectRouter:
+def router_for(ctrler: Any) -> Router:
     """A new router for a clerk of the service controlled by ``ctrler``."""
-    routing = routing_for(ctrler)
-    if routing[0] == "network":
-        return NetworkRouter(routing[1])
-    return DirectRouter(routing[1], routing[2])
+    return make_router(routing_for(ctrler), None)
 
 
 def make_clerk(ctrler: Any, *, mapping: str = "reference", **options: Any) -> Clerk:
@@ -125,15 +130,15 @@ def start_group(
     """Start shard group ``gid`` of ``n`` replicas for the controller group ``ctrler`` (from
     :func:`shardctrler.start_group`) on the current Ray cluster.
 
-    The transport is the controller's: direct, or its network. ``storage``: ``"durable"``
-    (FileStorage under ``data_dir``, one subdirectory per replica; a new temporary directory if
-    ``data_dir`` is None, removed by :meth:`ShardGroup.stop`) or ``"memory"``. ``maxraftstate``:
-    snapshot when a replica's persisted Raft state exceeds this many bytes (-1: never). ``mapping``:
-    the service's key mapping. With ``join`` the group is joined to the controller once its replicas
-    run (a :class:`shardctrler.RefusedError` if the gid or a server name is taken). ``placement``:
-    where the replicas go (default: :func:`actors.placement.place_group`, distinct nodes when there
-    are enough). ``session_ttl``: seconds a client may stay idle before the group forgets its sessions
-    (see :mod:`actors.sessions`; ``None``: never); give the service's clerks the same value.
+    The transport is the controller's: streams with its secret, direct, or its network. ``storage``:
+    ``"durable"`` (FileStorage under ``data_dir``, one subdirectory per replica; a new temporary
+    directory if ``data_dir`` is None, removed by :meth:`ShardGroup.stop`) or ``"memory"``.
+    ``maxraftstate``: snapshot when a replica's persisted Raft state exceeds this many bytes (-1:
+    never). ``mapping``: the service's key mapping. With ``join`` the group is joined to the controller
+    once its replicas run (a :class:`shardctrler.RefusedError` if the gid or a server name is taken).
+    ``placement``: where the replicas go (default: :func:`actors.placement.place_group`, distinct nodes
+    when there are enough). ``session_ttl``: seconds a client may stay idle before the group forgets its
+    sessions (see :mod:`actors.sessions`; ``None``: never); give the service's clerks the same value.
     """
     ttl_ms(session_ttl)
     if not isinstance(gid, int) or isinstance(gid, bool) or gid <= 0:
@@ -151,6 +156,7 @@ def start_group(
         data_dir=data_dir,
         transport=routing[0],
         network=routing[1] if routing[0] == "network" else None,
+        **({"secret": routing[1]} if routing[0] == "stream" else {}),
         placement=placement,
         tick_s=tick_s,
         extra={"gid": gid, "ctrlers": tuple(ctrler.names), "routing": routing, "session_ttl": session_ttl},

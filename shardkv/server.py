@@ -95,10 +95,11 @@ DEFAULT_POLL_S = 0.1
 DEFAULT_PEER_TIMEOUT_S = 1.0
 
 
-def make_router(routing: tuple, prefix: str) -> Router:
+def make_router(routing: tuple, prefix: str | None) -> Router:
     """A router from its description: ``("network", network_handle)``,
     ``("direct", {name: handle}, namespace)`` or ``("stream", secret, {name: handle}, namespace)`` (the
-    handles: the controller's replicas, which are no named actors)."""
+    handles: the controller's replicas, which are no named actors); ``prefix`` names its ends or
+    connections (``None``: a fresh name)."""
     if routing[0] == "network":
         return NetworkRouter(routing[1], prefix)
     if routing[0] == "direct":
