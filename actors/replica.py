@@ -16,6 +16,15 @@ volatile state (the core, the state machine, pending sends and waiters), hands t
 *copy* (what the dead incarnation might still write cannot reach its successor), and bumps the
 *incarnation*: every task and every incoming call carries the incarnation it belongs to, and anything
 from a dead incarnation is ignored. :meth:`ReplicaActor.start` rebuilds the core from storage.
+
+The stream transport (docs/transports.md). :meth:`ReplicaActor.open_stream` opens the replica's
+listener (an authenticated :class:`~actors.stream_server.StreamServer` on its node's address) and
+returns the address, which the group's shell hands to the other replicas and the clerks through Ray.
+The listener belongs to the actor, not to an incarnation: it outlives :meth:`~ReplicaActor.crash` and
+:meth:`~ReplicaActor.start` (a crashed replica answers nothing over it, as over Ray) and goes with the
+actor's process. It serves a whitelist only: ``"deliver"`` (Raft messages between replicas) and the
+service's clerk RPCs (:attr:`ReplicaActor.stream_rpcs`), each a pickled bytes payload in and out;
+anything else is answered with no answer and logged.
 """
 
 from __future__ import annotations
@@ -27,14 +36,14 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import ray
 
 from actors.replacer import Replacer
 from actors.statemachine import StateMachine
 from actors.storage import MemoryStorage, Storage, StorageError
-from actors.transport import DirectTransport, NetworkTransport, Transport
+from actors.transport import DirectTransport, NetworkTransport, StreamTransport, Transport, check_address
 from raft import (
     AppendEntries,
     AppendEntriesReply,
@@ -120,6 +129,9 @@ class ReplicaActor:
 
     #: the core's switches for those the spec leaves ``None`` (see :class:`ReplicaSpec`)
     default_rules: dict[str, bool] = REFERENCE_RULES
+    #: the clerk RPCs served over the stream listener besides ``"deliver"``: each names an async method
+    #: of the replica taking the pickled batch (bytes) and returning the pickled reply, or ``None``
+    stream_rpcs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, spec: ReplicaSpec) -> None:
         spec.raft_config(self.default_rules)  # validate early: a bad one fails at creation, not start
@@ -145,6 +157,13 @@ class ReplicaActor:
         #: replaces the group's lost replicas while this replica leads (only with
         #: ``spec.extra["replace"]``; see actors/replacer.py)
         self._replacer: Any = None
+        #: the transport's kind of the last :meth:`start` ("network", "direct", "stream"), for status
+        self.transport_kind: str | None = None
+        #: the stream listener (:meth:`open_stream`), its secret, and the fault hook of this replica's
+        #: stream transport (:meth:`set_stream_faults`); all outlive crashes
+        self._stream_server: Any = None
+        self._stream_secret: bytes | None = None
+        self._stream_faults: Any = None
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -153,8 +172,10 @@ class ReplicaActor:
     async def start(self, incarnation: int, transport: tuple) -> None:
         """Rebuild the core and the state machine from storage and start ticking.
 
-        ``transport`` is ``("network", network_handle, {peer: end_name})`` or
-        ``("direct", {peer: actor_handle})``. If the storage cannot be opened or read (missing, damaged:
+        ``transport`` is ``("network", network_handle, {peer: end_name})``,
+        ``("direct", {peer: actor_handle})`` or ``("stream", secret, {peer: (host, port)})`` (the
+        addresses the peers' :meth:`open_stream` returned; this replica's own listener is opened with
+        ``secret`` if it is not open yet). If the storage cannot be opened or read (missing, damaged:
         a :class:`~actors.storage.StorageError`), the replica stays down, :meth:`status` reports the
         reason, and the error is raised to the caller (its type and fields survive Ray).
         """
@@ -166,8 +187,14 @@ class ReplicaActor:
             self.transport = NetworkTransport(transport[1], transport[2])
         elif kind == "direct":
             self.transport = DirectTransport(transport[1])
+        elif kind == "stream":
+            secret, addresses = transport[1], transport[2]
+            await self.open_stream(secret)  # idempotent; refuses a secret other than the listener's
+            self.transport = StreamTransport({p: check_address(a) for p, a in addresses.items()}, secret,
+                                             faults=self._stream_faults, label=self.spec.name)
         else:
-            raise ValueError(f"unknown transport {kind!r}: expected 'network' or 'direct'")
+            raise ValueError(f"unknown transport {kind!r}: expected 'network', 'direct' or 'stream'")
+        self.transport_kind = kind
         for peer, endpoint in self._joined_peers.items():
             self.transport.add_peer(peer, endpoint)
         try:
@@ -203,7 +230,9 @@ class ReplicaActor:
     def _crash_now(self) -> None:
         self.incarnation += 1
         self.core = None
-        self.transport = None
+        old, self.transport = self.transport, None
+        if isinstance(old, StreamTransport):  # its connections die with the incarnation
+            asyncio.get_running_loop().create_task(old.close())
         for t in list(self._tasks):
             t.cancel()
         self._tasks.clear()
@@ -397,7 +426,11 @@ class ReplicaActor:
 
     async def add_peer(self, peer: int, endpoint: Any) -> None:
         """How to reach ``peer`` from now on (and after restarts): an actor handle for the direct
-        transport, the name of this replica's end to it for the network transport."""
+        transport, the name of this replica's end to it for the network transport, its listener's
+        ``(host, port)`` for the stream transport (a peer that joined, or one restarted as a new actor
+        with a new address)."""
+        if self.transport_kind == "stream":
+            endpoint = check_address(endpoint)
         self._joined_peers[peer] = endpoint
         if self.transport is not None:
             self.transport.add_peer(peer, endpoint)
@@ -418,6 +451,9 @@ class ReplicaActor:
         st["failure"] = self.failure
         st["storage_failed"] = self.storage_failed
         st["raft_state_size"], st["snapshot_size"] = await self.storage_sizes()
+        st["transport"] = self.transport_kind
+        server = self._stream_server
+        st["stream"] = None if server is None else {"address": server.address, **server.stats()}
         if self._replacer is not None:
             st["replacing"] = self._replacer.last
         return st
@@ -452,10 +488,95 @@ class ReplicaActor:
     async def ping(self) -> bool:
         return True
 
+    # ------------------------------------------------------------------------------------------
+    # The stream listener (see the module docstring and docs/transports.md)
+    # ------------------------------------------------------------------------------------------
+
+    async def open_stream(self, secret: bytes, host: str | None = None) -> tuple[str, int]:
+        """Open this replica's stream listener, accepting only connections that prove they hold
+        ``secret`` (the service's, handed out through Ray), and return its ``(host, port)``.
+
+        ``host``: where to listen; by default the address of this replica's node as Ray knows it
+        (``127.0.0.1`` without a Ray runtime). Idempotent: while the actor lives, the listener and its
+        address stay the same (across :meth:`crash` and :meth:`start`); asking again with another
+        secret is refused with ``ValueError``."""
+        from actors.stream_auth import check_secret
+        from actors.stream_server import StreamServer
+
+        secret = check_secret(secret)
+        if self._stream_server is not None:
+            if secret != self._stream_secret:
+                raise ValueError(f"replica {self.spec.name}: its stream listener is open with another "
+                                 "secret (a service has one secret; the listener keeps it while it lives)")
+            return self._stream_server.address  # type: ignore[no-any-return]
+        server = StreamServer(self._serve_stream, secret, host=host or _node_ip(), label=self.spec.name)
+        address = await server.start()
+        self._stream_server, self._stream_secret = server, secret
+        return address
+
+    async def stream_address(self) -> tuple[str, int] | None:
+        """Where this replica's stream listener is (``None`` while none is open)."""
+        return None if self._stream_server is None else self._stream_server.address
+
+    async def stream_peers(self) -> dict[int, tuple[str, int]]:
+        """Every stream address this replica knows, its own included: ``{peer id: (host, port)}``
+        (a clerk whose calls to a server fail asks this, through Ray, to find a moved server)."""
+        known: dict[int, tuple[str, int]] = {}
+        if isinstance(self.transport, StreamTransport):
+            known.update(self.transport.addresses())
+        elif self.transport_kind == "stream":
+            known.update({p: a for p, a in self._joined_peers.items() if isinstance(a, tuple)})
+        if self._stream_server is not None:
+            known[self.spec.peer_id] = self._stream_server.address
+        return known
+
+    async def close_stream(self) -> None:
+        """Close the listener (the actor's end does the same); a later :meth:`open_stream` opens a new one."""
+        server, self._stream_server, self._stream_secret = self._stream_server, None, None
+        if server is not None:
+            await server.close()
+
+    async def set_stream_faults(self, config: dict[str, Any] | None) -> None:
+        """Test-only fault hook of this replica's stream transport: ``None`` switches it off; a dict
+        sets ``seed`` (a new seeded generator; default: the spec's seed) and any of
+        :class:`~actors.stream_faults.StreamFaults`'s fields (``reliable``, ``long_reordering``,
+        ``long_delays``, ``cut``: the peer ids this replica cannot reach). Kept across restarts."""
+        if config is None:
+            self._stream_faults = None
+        else:
+            from actors.stream_faults import StreamFaults
+
+            fields = dict(config)
+            seed = fields.pop("seed", None)
+            if "cut" in fields:
+                fields["cut"] = {str(p) for p in fields["cut"]}
+            if self._stream_faults is None or seed is not None:
+                self._stream_faults = StreamFaults(self.spec.seed if seed is None else int(seed))
+            self._stream_faults.configure(**fields)
+        if isinstance(self.transport, StreamTransport):
+            self.transport.set_faults(self._stream_faults)
+
+    async def _serve_stream(self, method: str, payload: bytes) -> bytes | None:
+        """The listener's handler: ``"deliver"`` and :attr:`stream_rpcs` only; ``None`` is no answer."""
+        if method == "deliver":
+            return await self.rpc(None, "deliver", (payload,))  # type: ignore[no-any-return]
+        if method in self.stream_rpcs:
+            return await getattr(self, method)(payload)  # type: ignore[no-any-return]
+        log.warning("replica %s: stream call of %r refused: not a stream RPC of this replica (it serves "
+                    "'deliver' and %s)", self.spec.name, method, sorted(self.stream_rpcs) or "nothing else")
+        return None
+
     async def node_id(self) -> str:
         """The Ray node this replica runs on (a leader replacing lost replicas probes its members with
         it: an answer means alive, Ray's ``ActorDiedError`` dead)."""
         return str(ray.get_runtime_context().get_node_id())
+
+
+def _node_ip() -> str:
+    """This process's node address as Ray knows it, or ``127.0.0.1`` without a Ray runtime."""
+    if ray.is_initialized():
+        return str(ray.util.get_node_ip_address())
+    return "127.0.0.1"
 
 
 def replica_actor(max_concurrency: int = 1000) -> Any:

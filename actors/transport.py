@@ -1,12 +1,19 @@
-"""How a replica reaches its peers: through the faulty network actor, or straight to their actors.
+"""How a replica reaches its peers: through the faulty network actor, straight to their actors, or over
+authenticated asyncio streams.
 
-Both transports have the same shape: ``await transport.call(peer, method, args, rpcs)`` returns
+All three transports have the same shape: ``await transport.call(peer, method, args, rpcs)`` returns
 ``(True, result)`` or ``(False, None)`` for a call that failed (dropped, timed out, peer dead).
 ``transport.start(...)`` is the same call split in two: it issues the Ray call at once (synchronously)
 and returns the awaitable outcome, so a caller can put a message on the wire before doing slow local
 work (the replica sends a leader's AppendEntries before its own fsync). A
 failed call is an ordinary event in Raft, never an exception. Choosing one is a deployment decision,
 not a code fork: the replica does not know which one it has.
+
+- :class:`NetworkTransport`: every call through the faulty network actor (the reference suites);
+- :class:`DirectTransport`: Ray actor calls to the peers' actors;
+- :class:`StreamTransport`: one persistent, authenticated TCP stream per peer
+  (:class:`actors.stream_client.StreamClient`), to the address the peer's actor published
+  (``open_stream``); Ray only starts the actors and hands out the addresses and the service's secret.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ class Transport(Protocol):
         this replica how to reach it) is unreachable: the call fails like a lost message."""
 
     def add_peer(self, peer: int, endpoint: Any) -> None:
-        """Learn how to reach ``peer`` (an actor handle, or a network end name)."""
+        """Learn how to reach ``peer`` (an actor handle, a network end name, or a stream address)."""
 
     def start(self, peer: int, method: str, args: tuple,
               rpcs: int = 1) -> Coroutine[Any, Any, tuple[bool, Any]]:
@@ -106,6 +113,81 @@ class DirectTransport:
         if result is None:
             return False, None
         return True, result
+
+
+class StreamTransport:
+    """Calls go over one authenticated stream per peer (:class:`~actors.stream_client.StreamClient`).
+
+    ``addresses[peer]`` is the ``(host, port)`` the peer's listener published; ``secret`` is the
+    service's (every replica of the service and its clerks share it; it travels only through Ray).
+    Only ``"deliver"`` goes over the stream, with its one bytes argument as the frame's payload (the
+    replica pickles its messages itself); the reply is the peer's pickled replies. A call that takes
+    longer than ``timeout_s``, a lost connection, a refused handshake or a peer that answers nothing
+    (down, a dead incarnation) is a failed call. ``faults`` (a :class:`~actors.stream_faults.StreamFaults`,
+    shared by every peer's client) is the seeded fault hook of the tests; destinations are labelled
+    by their peer id (``str(peer)``), which is what a partition's ``cut`` names.
+
+    Connections are made lazily, on the first call to a peer, and again on the next call after one
+    dropped. :meth:`add_peer` points a peer at a new address (a replica restarted elsewhere, or one
+    that joined), closing the old connection.
+    """
+
+    def __init__(self, addresses: dict[int, tuple[str, int]], secret: bytes, *, timeout_s: float = 2.0,
+                 faults: Any = None, label: str = "") -> None:
+        self.secret = secret
+        self.timeout_s = timeout_s
+        self.faults = faults
+        self.label = label
+        self.clients: dict[int, Any] = {}
+        for peer, address in addresses.items():
+            self.add_peer(peer, address)
+
+    def _client(self, peer: int, address: tuple[str, int]) -> Any:
+        from actors.stream_client import StreamClient
+
+        return StreamClient(address, self.secret, label=str(peer), faults=self.faults)
+
+    async def call(self, peer: int, method: str, args: tuple, rpcs: int = 1) -> tuple[bool, Any]:
+        return await self.start(peer, method, args, rpcs)
+
+    def start(self, peer: int, method: str, args: tuple,
+              rpcs: int = 1) -> Coroutine[Any, Any, tuple[bool, Any]]:
+        client = self.clients.get(peer)
+        if client is None or method != "deliver" or len(args) != 1 or not isinstance(args[0], bytes):
+            return _failed()  # an unknown peer, or a call the stream does not carry
+        return client.start(method, args[0], self.timeout_s)  # type: ignore[no-any-return]
+
+    def add_peer(self, peer: int, endpoint: Any) -> None:
+        address = check_address(endpoint)
+        client = self.clients.get(peer)
+        if client is None:
+            self.clients[peer] = self._client(peer, address)
+        elif tuple(client.address) != address:
+            client.set_address(address)
+
+    def set_faults(self, faults: Any) -> None:
+        """Use ``faults`` (or none) for every peer from now on."""
+        self.faults = faults
+        for client in self.clients.values():
+            client.faults = faults
+
+    def addresses(self) -> dict[int, tuple[str, int]]:
+        """Where each known peer is reached."""
+        return {peer: tuple(client.address) for peer, client in self.clients.items()}  # type: ignore[misc]
+
+    async def close(self) -> None:
+        """Close every connection (a crashed replica's transport: its successor makes new ones)."""
+        for client in self.clients.values():
+            await client.close()
+
+
+def check_address(address: Any) -> tuple[str, int]:
+    """``address`` as a ``(host, port)`` tuple; ``ValueError`` saying what is wrong otherwise."""
+    if (not isinstance(address, (tuple, list)) or len(address) != 2 or not isinstance(address[0], str)
+            or not isinstance(address[1], int) or isinstance(address[1], bool) or not 0 < address[1] < 65536):
+        raise ValueError(f"a stream address is (host, port) with a str host and a port in 1..65535, "
+                         f"got {address!r}")
+    return address[0], address[1]
 
 
 async def _failed() -> tuple[bool, Any]:

@@ -16,7 +16,7 @@ batches. See docs/kvraft.md for the semantics (exactly-once, linearizable reads,
 from actors.sessions import SessionExpiredError
 from kvraft.async_clerk import AsyncClerk
 from kvraft.clerk import Clerk
-from kvraft.endpoints import DirectEndpoints, NetworkEndpoints
+from kvraft.endpoints import DirectEndpoints, NetworkEndpoints, StreamEndpoints
 from kvraft.errors import GroupStartError, KVRejectedError, KVTimeoutError
 from kvraft.group import KVGroup, start_group
 from kvraft.ops import DEFAULT_MAX_VALUE_BYTES
@@ -36,6 +36,7 @@ __all__ = [
     "KVTimeoutError",
     "NetworkEndpoints",
     "SessionExpiredError",
+    "StreamEndpoints",
     "kv_replica_actor",
     "start_group",
 ]

@@ -57,6 +57,9 @@ class KVReplica(ReadIndexServing, ServiceReplica):
     ``spec.extra["server_wait_s"]`` overrides :data:`DEFAULT_SERVER_WAIT_S`.
     """
 
+    #: served over the stream listener too (pickled batch in, pickled reply out; docs/transports.md)
+    stream_rpcs = frozenset({"kv"})
+
     # -- the RPC ---------------------------------------------------------------------------------
 
     def _batch_problem(self, ops: Any) -> str | None:

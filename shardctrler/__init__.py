@@ -33,6 +33,7 @@ _LAZY = {
     "CtrlerReplica": "shardctrler.server",
     "DirectEndpoints": "shardctrler.endpoints",
     "NetworkEndpoints": "shardctrler.endpoints",
+    "StreamEndpoints": "shardctrler.endpoints",
     "ctrler_replica_actor": "shardctrler.server",
     "start_group": "shardctrler.group",
 }
@@ -63,6 +64,7 @@ __all__ = [
     "RefusedError",
     "RefusedTypeError",
     "SessionExpiredError",
+    "StreamEndpoints",
     "ctrler_replica_actor",
     "key2shard",
     "key2shard_reference",

@@ -56,6 +56,9 @@ class CtrlerReplica(ReadIndexServing, ServiceReplica):
     ReadIndex needs.
     """
 
+    #: served over the stream listener too (pickled batch in, pickled reply out; docs/transports.md)
+    stream_rpcs = frozenset({"ctrl"})
+
     default_rules = SERVICE_RULES
 
     # -- the RPC ---------------------------------------------------------------------------------
