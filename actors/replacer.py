@@ -11,7 +11,12 @@ and the service's load per node from the directory; the live nodes when it must 
   with this leader: a Ray actor is fate-shared with its owner) in the dead replica's slot, on the
   chosen node, with this replica's spec as the template (a fresh peer id, ``join=True``, new storage);
 - ``Wire``: starts the new replica knowing every member, tells every member how to reach it
-  (:meth:`~actors.replica.ReplicaActor.add_peer`), proposes ``add_learner``;
+  (:meth:`~actors.replica.ReplicaActor.add_peer`), proposes ``add_learner``. How a member is reached
+  is the leader's own transport's: an actor handle on the direct transport; on the stream transport
+  the address of its listener, which the leader first has the new replica open
+  (:meth:`~actors.replica.ReplicaActor.open_stream`, with the service's secret, which the leader holds
+  and hands over through Ray) and then starts it knowing every member's address (the network
+  transport's ends are made by whoever builds the network: a group on it waits instead);
 - ``Promote`` / ``Remove``: :meth:`~actors.replica.ReplicaActor.change_membership` (a refusal of the
   core, e.g. not caught up, is retried next round);
 - ``Finish`` / ``Abandon``: tells the directory.
@@ -63,7 +68,7 @@ from actors.replacement_plan import (
     Wire,
     plan,
 )
-from actors.transport import DirectTransport
+from actors.transport import DirectTransport, StreamTransport
 from raft import trace
 from raft.membership import ADD_LEARNER, PROMOTE, REMOVE, ConfChangeRefused
 
@@ -217,18 +222,33 @@ class Replacer:
         h = handles.get(new)
         if h is None:
             return
-        if not isinstance(r.transport, DirectTransport):
-            self._note("waiting: replacing replicas needs the direct transport")
+        stream = isinstance(r.transport, StreamTransport)
+        if not stream and not isinstance(r.transport, DirectTransport):
+            self._note("waiting: replacing replicas needs the stream or the direct transport")
             return
         st = await _ask(h.status.remote())
         if not self._leading(inc, core):
             return
         if st.get("incarnation", 0) == 0:  # never started: start it knowing every live member
-            me = ray.get_runtime_context().current_actor
-            peers = {p: handles[p] for p in core.membership.members if p in handles and p not in dead}
-            peers[core.id] = me
-            peers.pop(new, None)
-            await _ask(h.start.remote(1, ("direct", peers)), timeout=60.0)
+            members = [p for p in core.membership.members if p in handles and p not in dead and p != new]
+            if stream:
+                secret = r._stream_secret  # the service's: it travels to the new replica through Ray only
+                await _ask(h.open_stream.remote(secret))
+                known = await r.stream_peers()
+                peers: dict[int, Any] = {p: known[p] for p in members if p in known}
+                missing = [p for p in members if p not in known and p != core.id]
+                if missing:
+                    found = await asyncio.gather(*(_ask(handles[p].stream_address.remote()) for p in missing),
+                                                 return_exceptions=True)
+                    peers |= {p: tuple(a) for p, a in zip(missing, found, strict=True)
+                              if isinstance(a, (tuple, list))}
+                transport: tuple = ("stream", secret, peers)
+            else:
+                me = ray.get_runtime_context().current_actor
+                direct = {p: handles[p] for p in members}
+                direct[core.id] = me
+                transport = ("direct", direct)
+            await _ask(h.start.remote(1, transport), timeout=60.0)
             self._note(f"started P{new}")
         await self._tell(inc, core, handles, alive, dead, None, also=new)
         await self._change(inc, core, ADD_LEARNER, new, "a new replica")
@@ -236,7 +256,9 @@ class Replacer:
     async def _tell(self, inc: int, core: Any, handles: dict[int, Any], alive: dict[int, str],
                     dead: set[int], rec: InProgress | None, also: int | None = None) -> None:
         """Make sure every live member (this leader included) knows how to reach every member that
-        joined after it was built (and ``also``, about to join)."""
+        joined after it was built (and ``also``, about to join): its actor handle, or on the stream
+        transport its listener's address (asked of its actor; one whose listener is not open yet is
+        told next round)."""
         r = self.replica
         bootstrap = set(r.spec.peers)
         joined = {p for p in core.membership.members if p not in bootstrap and p in handles and p not in dead}
@@ -246,18 +268,29 @@ class Replacer:
             joined.add(rec.new)
         if not joined:
             return
+        stream = isinstance(r.transport, StreamTransport)
         targets = [p for p in core.membership.members if p == core.id or p in alive]
         calls = []
         for q in sorted(joined):
             key = repr(handles[q]._actor_id)
-            for t in targets:
-                if t == q or (t, q, key) in self._told:
+            todo = [t for t in targets if t != q and (t, q, key) not in self._told]
+            if not todo:
+                continue
+            endpoint: Any = handles[q]
+            if stream:
+                try:
+                    endpoint = await _ask(handles[q].stream_address.remote())
+                except Exception:  # unreachable now: told next round
                     continue
+                if endpoint is None:
+                    continue
+                endpoint = tuple(endpoint)
+            for t in todo:
                 if t == core.id:
-                    await r.add_peer(q, handles[q])
+                    await r.add_peer(q, endpoint)
                     self._told.add((t, q, key))
                 else:
-                    calls.append(((t, q, key), handles[t].add_peer.remote(q, handles[q])))
+                    calls.append(((t, q, key), handles[t].add_peer.remote(q, endpoint)))
         for told, ref in calls:
             try:
                 await asyncio.wait_for(ref, CALL_TIMEOUT_S)
