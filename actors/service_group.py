@@ -14,19 +14,26 @@ the service.
   group; any other is reopened (the group restarts with its state). With ``identity=True`` each
   replica's directory records (and on restart must match) the group's name, the replica's number and
   the group's size, so a missing, damaged or foreign directory is refused, never started empty.
-- **Transport**: ``"direct"`` (replica to replica) or ``"network"`` (every call through a reliable
+- **Transport**: ``"stream"`` (authenticated asyncio streams between the replicas and from the clerks:
+  every replica's listener is opened first (``open_stream``, on its node's address), the addresses
+  are collected through Ray, then every replica starts with the others'; one secret per service,
+  :func:`actors.stream_auth.new_secret`, handed out only through Ray), ``"direct"`` (Ray actor calls,
+  replica to replica) or ``"network"`` (every call through a reliable
   :class:`~actors.network.FaultyNetwork` actor: a new one owned by the group, or a given one).
 - **Starting**: every replica's ``start``; with ``tolerate=True`` a minority of replicas that
   cannot start are left down and reported (``failed``), and too many for a majority tear the group
   down and raise the service's error; with ``tolerate=False`` any failure tears it down and is raised.
 
 :class:`ServiceGroup` is the running group (names, leader, per-replica status, stop, context
-manager); :class:`ClerkGroup` adds the clerks of a single-group service (endpoints, ``clerk()``,
-``async_clerk()``). Everything here blocks on Ray: call it from a driver, never from an async actor.
+manager, :meth:`ServiceGroup.restart_replica`: a replica killed and started again as a new actor on
+its storage, its new stream address republished to the others); :class:`ClerkGroup` adds the clerks of
+a single-group service (endpoints, ``clerk()``, ``async_clerk()``). Everything here blocks on Ray:
+call it from a driver, never from an async actor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -45,13 +52,14 @@ from actors.network import FaultyNetwork
 from actors.placement import GroupPlacement, node_local_dir, nodes_of, place_group, remove_dirs
 from actors.replica import ReplicaSpec
 from actors.storage import FileStorage, MemoryStorage, StorageError
+from actors.stream_auth import new_secret
 
 #: a service's synchronous and asyncio clerk types (for :class:`ClerkGroup`)
 SyncClerkT = TypeVar("SyncClerkT")
 AsyncClerkT = TypeVar("AsyncClerkT")
 
 STORAGES = ("durable", "memory")
-TRANSPORTS = ("direct", "network")
+TRANSPORTS = ("stream", "direct", "network")
 
 #: how long a replica's ``start`` (opening its storage, rebuilding its state) may take
 START_TIMEOUT_S = 60.0
@@ -64,7 +72,7 @@ def check_group_options(n: Any, storage: str, transport: str | None = None) -> N
     if storage not in STORAGES:
         raise ValueError(f"storage must be 'durable' or 'memory', got {storage!r}")
     if transport is not None and transport not in TRANSPORTS:
-        raise ValueError(f"transport must be 'direct' or 'network', got {transport!r}")
+        raise ValueError(f"transport must be 'stream', 'direct' or 'network', got {transport!r}")
 
 
 def ensure_ray() -> None:
@@ -87,6 +95,14 @@ class StartedReplicas:
     nodes: list[str | None] = field(default_factory=list)
     #: peer id -> why that replica did not start (only with ``tolerate=True``)
     failed: dict[int, str] = field(default_factory=dict)
+    #: "stream", "direct" or "network"
+    transport: str = "direct"
+    #: the service's stream secret (``transport="stream"``), else ``None``
+    secret: bytes | None = None
+    #: each replica's stream listener address, index = peer id (``transport="stream"``), else empty
+    addresses: list[tuple[str, int]] = field(default_factory=list)
+    #: ``respawn(i)``: a new actor for replica ``i`` on its existing storage (see restart_replica)
+    respawn: Callable[[int], Any] | None = None
 
 
 def start_replicas(
@@ -106,6 +122,7 @@ def start_replicas(
     identity: bool = False,
     tolerate: bool = False,
     start_error: Callable[[str, int, dict[int, str]], Exception] | None = None,
+    secret: bytes | None = None,
 ) -> StartedReplicas:
     """Create and start the ``n`` replicas of a group (see the module docstring).
 
@@ -115,6 +132,8 @@ def start_replicas(
     ``extra``: the service's entries of :attr:`~actors.replica.ReplicaSpec.extra`. ``network``: an
     existing network actor to use with ``transport="network"`` (else a new one is made). With
     ``tolerate``, ``start_error(name, n, failed)`` is raised when no majority could start.
+    ``secret``: the service's stream secret with ``transport="stream"`` (a service of many groups
+    passes its one secret to each); ``None`` makes a new one (:func:`actors.stream_auth.new_secret`).
     """
     check_group_options(n, storage, transport)
     ensure_ray()
@@ -135,17 +154,19 @@ def start_replicas(
         placement = place_group(n, name=name)
     elif placement.n != n:
         raise ValueError(f"the placement is for {placement.n} replicas, not {n}")
-    replicas = []
-    for i in range(n):
+    group_name, group_placement = name, placement
+
+    def spawn(i: int, new: bool) -> Any:
+        """A new actor for replica ``i``; ``new``: it creates its storage (else reopens it)."""
         store: Any = MemoryStorage
         if base is not None:
             ident: dict[str, Any] | None = None
             if identity:
-                ident = {"replica": i, "replicas": n} | ({"group": name} if check_name else {})
-            store = functools.partial(FileStorage, str(base / f"replica{i}"), new=fresh, lock_timeout=5.0,
+                ident = {"replica": i, "replicas": n} | ({"group": group_name} if check_name else {})
+            store = functools.partial(FileStorage, str(base / f"replica{i}"), new=new, lock_timeout=5.0,
                                       **({"identity": ident} if ident is not None else {}))
-        replicas.append(actor_cls(i).options(**placement.options(i)).remote(ReplicaSpec(
-            name=f"{name}-{i}",
+        return actor_cls(i).options(**group_placement.options(i)).remote(ReplicaSpec(
+            name=f"{group_name}-{i}",
             peer_id=i,
             peers=tuple(range(n)),
             state_machine=state_machine,
@@ -153,14 +174,25 @@ def start_replicas(
             tick_s=tick_s,
             seed=uuid.uuid4().int % 2**31,
             extra=dict(extra or {}),
-        )))
+        ))
+
+    replicas = [spawn(i, fresh) for i in range(n)]
     owns_network = False
     if transport == "network" and network is None:
         network, owns_network = FaultyNetwork.remote(seed=0), True
+    if transport == "stream" and secret is None:
+        secret = new_secret()
     started = StartedReplicas(name, replicas, base, owns_dir, placement,
-                              network if transport == "network" else None, owns_network)
+                              network if transport == "network" else None, owns_network,
+                              transport=transport, secret=secret if transport == "stream" else None,
+                              respawn=lambda i: spawn(i, False))
     try:
-        refs = _start_refs(name, replicas, network if transport == "network" else None)
+        if transport == "stream":
+            assert secret is not None
+            started.addresses = _open_streams(replicas, secret)
+            refs = _stream_start_refs(replicas, secret, started.addresses)
+        else:
+            refs = _start_refs(name, replicas, network if transport == "network" else None)
         if tolerate:
             started.failed = _started(refs)
         else:
@@ -173,6 +205,18 @@ def start_replicas(
         raise (start_error or _default_start_error)(name, n, started.failed)
     started.nodes = nodes_of(replicas)
     return started
+
+
+def _open_streams(replicas: list[Any], secret: bytes) -> list[tuple[str, int]]:
+    """Open every replica's stream listener (on its node's address); their addresses, in peer-id order."""
+    addresses = ray.get([r.open_stream.remote(secret) for r in replicas], timeout=START_TIMEOUT_S)
+    return [(str(host), int(port)) for host, port in addresses]
+
+
+def _stream_start_refs(replicas: list[Any], secret: bytes, addresses: list[tuple[str, int]]) -> list[Any]:
+    """Start every replica on the stream transport with the others' addresses; the refs of the starts."""
+    return [r.start.remote(1, ("stream", secret, {j: a for j, a in enumerate(addresses) if j != i}))
+            for i, r in enumerate(replicas)]
 
 
 def _start_refs(name: str, replicas: list[Any], network: Any) -> list[Any]:
@@ -244,11 +288,14 @@ class ServiceGroup:
     """A running group of a service's replicas, made from :func:`start_replicas`.
 
     Attributes: ``name``, ``n``, ``replicas`` (actor handles, index = peer id), ``data_dir`` (durable
-    storage, on each replica's own node, or ``None`` for memory storage), ``network`` (the network
-    actor with ``transport="network"``, else ``None``), ``placement`` (where the replicas went:
-    :class:`~actors.placement.GroupPlacement`), ``nodes`` (the node id each replica ran on when the
-    group started), ``failed_at_start`` (peer id -> why that replica did not start; empty when all
-    did). :meth:`stop` is idempotent.
+    storage, on each replica's own node, or ``None`` for memory storage), ``transport``
+    (``"stream"``, ``"direct"`` or ``"network"``), ``network`` (the network actor with
+    ``transport="network"``, else ``None``), ``secret`` (the service's stream secret with
+    ``transport="stream"``, else ``None``; keep it inside Ray: it admits anyone to the service),
+    ``addresses`` (each replica's stream listener, index = peer id; empty without streams),
+    ``placement`` (where the replicas went: :class:`~actors.placement.GroupPlacement`), ``nodes``
+    (the node id each replica ran on when the group started), ``failed_at_start`` (peer id -> why
+    that replica did not start; empty when all did). :meth:`stop` is idempotent.
     """
 
     #: how :meth:`leader`'s timeout names the group (``{name}`` is replaced)
@@ -265,6 +312,10 @@ class ServiceGroup:
         self.placement = started.placement
         self.nodes = list(started.nodes) if started.nodes else [None] * self.n
         self.failed_at_start = dict(started.failed)
+        self.transport = started.transport
+        self.secret = started.secret
+        self.addresses = list(started.addresses)
+        self._respawn = started.respawn
         self._stopped = False
 
     @property
@@ -315,6 +366,50 @@ class ServiceGroup:
             out.append(row | {k: v for k, v in st.items() if k not in row})
         return out
 
+    def restart_replica(self, i: int, timeout: float = START_TIMEOUT_S) -> None:
+        """Kill replica ``i``'s actor (if it still runs) and start a new one in its place, on its
+        storage (durable storage only: a memory replica would come back empty, which Raft forbids),
+        with the same placement. With streams, the new actor's listener address is republished to
+        the other replicas (``add_peer``; kept across their restarts) and to new clerks (this
+        group's ``addresses``); existing stream clerks given the replicas' handles find it through
+        the replicas (:mod:`actors.stream_endpoints`). With direct calls, the new actor's handle is
+        republished. Not for the network transport (its servers are wired into the network actor)."""
+        if self._stopped:
+            raise RuntimeError(f"{self.describe()} is stopped")
+        if not 0 <= i < self.n:
+            raise IndexError(f"replica {i} is not in {self.describe()} of {self.n} replicas")
+        if self.data_dir is None:
+            raise ValueError(f"{self.describe()} keeps its state in memory: a replica restarted as a new "
+                             "actor would come back empty; start the group with storage='durable'")
+        if self.transport == "network" or self._respawn is None:
+            raise ValueError(f"{self.describe()} runs on the {self.transport!r} transport; restart_replica "
+                             "needs 'stream' or 'direct'")
+        ray.kill(self.replicas[i], no_restart=True)
+        new = self._respawn(i)
+        others = [j for j in range(self.n) if j != i]
+        if self.transport == "stream":
+            assert self.secret is not None
+            address = tuple(ray.get(new.open_stream.remote(self.secret), timeout=timeout))
+            endpoint: Any = address
+            start_with: dict[int, Any] = {j: self.addresses[j] for j in others}
+        else:
+            endpoint, start_with = new, {j: self.replicas[j] for j in others}
+        self._republish(i, endpoint, others, timeout)
+        ray.get(new.start.remote(1, (self.transport, self.secret, start_with) if self.transport == "stream"
+                                 else ("direct", start_with)), timeout=timeout)
+        self.replicas[i] = new
+        if self.transport == "stream":
+            self.addresses[i] = endpoint
+        self.nodes[i] = nodes_of([new])[0]
+
+    def _republish(self, i: int, endpoint: Any, others: list[int], timeout: float) -> None:
+        """Tell every other replica how to reach replica ``i`` now (one that cannot be reached is
+        skipped: it learns it when it is itself restarted through this group)."""
+        refs = [self.replicas[j].add_peer.remote(i, endpoint) for j in others]
+        for ref in refs:
+            with contextlib.suppress(RayError):
+                ray.get(ref, timeout=timeout)
+
     def stop(self) -> None:
         """Kill the replicas (and the group's own network) and release their placement; a temporary
         data directory made by the start is removed on every node that holds part of it."""
@@ -344,6 +439,7 @@ class ClerkGroup(ServiceGroup, Generic[SyncClerkT, AsyncClerkT]):
 
     direct_endpoints: ClassVar[Any] = None
     network_endpoints: ClassVar[Any] = None
+    stream_endpoints: ClassVar[Any] = None
     clerk_class: ClassVar[Any] = None
     async_clerk_class: ClassVar[Any] = None
 
@@ -354,8 +450,12 @@ class ClerkGroup(ServiceGroup, Generic[SyncClerkT, AsyncClerkT]):
 
     @property
     def endpoints(self) -> Any:
-        """Endpoints for a new clerk: the replicas' handles, or fresh enabled ends on the network.
-        Picklable: pass them to another actor to build a clerk there."""
+        """Endpoints for a new clerk: the replicas' stream addresses with the service's secret (and
+        their handles, to find a replica that moved), the replicas' handles, or fresh enabled ends on
+        the network. Picklable: pass them to another actor to build a clerk there (through Ray only:
+        stream endpoints carry the secret)."""
+        if self.secret is not None:
+            return self.stream_endpoints(tuple(self.addresses), self.secret, self.names, tuple(self.replicas))
         if self.network is None:
             return self.direct_endpoints(tuple(self.replicas), self.names)
         k = next(self._clerks)
