@@ -12,6 +12,7 @@ of the endpoints, and the status fields. No Ray runtime is started.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import pickle
 import threading
@@ -61,6 +62,30 @@ async def _stop(replicas: list[Any]) -> None:
         await r.crash()
     for r in replicas:
         await r.close_stream()
+
+
+class _Handle:
+    """Stands in for a replica's Ray actor handle in :class:`StreamEndpoints`' lookups:
+    ``handle.stream_peers.remote()`` runs the replica's method on the running loop and returns what
+    looks like an ObjectRef (``future()`` is a concurrent future)."""
+
+    def __init__(self, replica: Any) -> None:
+        self.replica = replica
+        self.lookups = 0
+
+    @property
+    def stream_peers(self) -> Any:
+        handle = self
+
+        class _Method:
+            def remote(self) -> Any:
+                handle.lookups += 1
+                fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+                task = asyncio.get_running_loop().create_task(handle.replica.stream_peers())
+                task.add_done_callback(lambda t: fut.set_result(t.result()))
+                return type("Ref", (), {"future": lambda self: fut})()
+
+        return _Method()
 
 
 def _run(main: Callable[[], Awaitable[None]]) -> None:
@@ -123,7 +148,8 @@ def test_the_listener_outlives_crashes_and_a_restarted_peer_is_republished() -> 
         replicas = _kv_replicas(prefix="kvr")
         addresses = await _open_and_start(replicas, [secret] * N)
         await _leader(replicas)
-        ck = AsyncClerk(StreamEndpoints(addresses, secret, tuple(r.spec.name for r in replicas)),
+        handles = [_Handle(r) for r in replicas]
+        ck = AsyncClerk(StreamEndpoints(addresses, secret, tuple(r.spec.name for r in replicas), handles),
                         attempt_timeout=0.5)
         await ck.put("k", "1", timeout=10)
         # crash and restart every replica: the listeners stay where they were (open_stream is idempotent)
@@ -158,6 +184,16 @@ def test_the_listener_outlives_crashes_and_a_restarted_peer_is_republished() -> 
                                          tuple(r.spec.name for r in replicas)), attempt_timeout=0.5)
         await ck2.put("k", "2", timeout=15)
         assert await ck2.get("k", timeout=10) == "2"
+        # the clerk made before the move finds replica 2 by asking the replicas (the old actor knows
+        # nothing any more; a crashed one still knows what add_peer told it)
+        probe = ((0, "k", None, 4242, 1),)
+        for _ in range(200):
+            if isinstance(await ck.endpoints.acall(2, probe, 0.5), tuple):
+                break
+            await asyncio.sleep(0.01)
+        assert ck.endpoints.addresses[2] == new_address and sum(h.lookups for h in handles) >= 2
+        await ck.put("k", "3", timeout=15)
+        assert await ck2.get("k", timeout=10) == "3"
         await ck.close()
         await ck2.close()
         await _stop(replicas)
