@@ -16,6 +16,7 @@ import concurrent.futures
 import functools
 import pickle
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -349,3 +350,79 @@ def test_stream_endpoints_answer_no_answer_and_none_and_check_their_input() -> N
 
     _run(main)
     assert threading.active_count() >= 1
+
+
+def test_kv_over_unreliable_and_partitioned_streams_stays_linearizable() -> None:
+    """The fault hook on every replica and every clerk (10 % of requests and replies lost, short
+    delays), then the leader cut off from the others for a while, then healed: the clerks' history
+    is linearizable and the service makes progress in every phase but the cut-off leader's."""
+    import random
+
+    from actors.stream_faults import StreamFaults
+    from kvraft.async_clerk import AsyncClerk
+    from kvraft.endpoints import StreamEndpoints
+    from kvraft.errors import KVTimeoutError
+    from linearizability import KVModel, Recorder, Verdict, check
+
+    secret = new_secret()
+    rec = Recorder()
+    done_ops: list[int] = []
+
+    async def main() -> None:
+        replicas = _kv_replicas(prefix="kvu")
+        addresses = await _open_and_start(replicas, [secret] * N)
+        for i, r in enumerate(replicas):
+            await r.set_stream_faults({"reliable": False, "seed": 10 + i})
+        await _leader(replicas)
+        names = tuple(r.spec.name for r in replicas)
+        stop = asyncio.Event()
+
+        async def client(c: int) -> None:
+            rng = random.Random(c)
+            ep = StreamEndpoints(addresses, secret, names, faults=StreamFaults(100 + c, reliable=False))
+            ck = AsyncClerk(ep, attempt_timeout=0.3, retry_pause=0.02)
+            j = 0
+            while not stop.is_set():
+                key, kind = f"k{rng.randrange(3)}", rng.choice(("get", "put", "append"))
+                value = f"x{c}.{j};"
+                with rec.operation(c, (kind, key) if kind == "get" else (kind, key, value)) as op:
+                    try:
+                        if kind == "get":
+                            op.output = await ck.get(key, timeout=2.0)
+                        elif kind == "put":
+                            await ck.put(key, value, timeout=2.0)
+                        else:
+                            await ck.append(key, value, timeout=2.0)
+                        done_ops.append(c)
+                    except KVTimeoutError:
+                        op.unknown()
+                j += 1
+            await ck.close()
+            await ep.aclose()
+
+        tasks = [asyncio.get_running_loop().create_task(client(c)) for c in range(4)]
+        await asyncio.sleep(1.0)  # phase 1: unreliable
+        before_cut = len(done_ops)
+        leader = await _leader(replicas)
+        others = [i for i in range(N) if i != leader]
+        await replicas[leader].set_stream_faults({"cut": others})
+        for i in others:
+            await replicas[i].set_stream_faults({"cut": [leader]})
+        await asyncio.sleep(1.5)  # phase 2: the old leader is cut off; the other two go on
+        during_cut = len(done_ops) - before_cut
+        for r in replicas:
+            await r.set_stream_faults({"cut": []})
+        await asyncio.sleep(1.0)  # phase 3: healed, still unreliable
+        stop.set()
+        await asyncio.gather(*tasks)
+        print(f"operations completed: {before_cut} unreliable, {during_cut} with the leader cut off, "
+              f"{len(done_ops)} in all")
+        assert before_cut > 0 and during_cut > 0 and len(done_ops) > before_cut + during_cut
+        await _stop(replicas)
+
+    _run(main)
+    history = rec.history()
+    t = time.monotonic()
+    result = check(history, KVModel(), timeout=20.0)
+    print(f"{len(history)} operations: {result.verdict} in {time.monotonic() - t:.2f} s")
+    assert result.verdict is Verdict.LINEARIZABLE, f"{len(history)} operations: {result.verdict}"
