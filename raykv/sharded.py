@@ -81,6 +81,8 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
 MAPPINGS = ("hash", "reference")
 MAX_REPLICAS = 15
 MAX_GROUPS = 100
+#: the transports a service can use (the first is the default)
+TRANSPORTS = ("stream", "direct", "network")
 
 
 class ServiceError(RuntimeError):
@@ -140,6 +142,12 @@ class ServiceInfo:
     network: Any = None
     #: seconds a client may stay idle before the servers forget its session (``None``: never)
     session_ttl: float | None = DEFAULT_SESSION_TTL_S
+    #: how servers and clerks talk: ``"stream"`` (authenticated TCP streams), ``"direct"`` (Ray actor
+    #: calls) or ``"network"`` (through ``network``)
+    transport: str = "direct"
+    #: the service's one stream secret (``transport="stream"``; controller and every group share it):
+    #: made when the service starts, handed out only through Ray (this description, kept by the registry)
+    secret: bytes | None = field(default=None, repr=False)
 
     def group(self, gid: int) -> GroupInfo | None:
         return next((g for g in self.groups if g.gid == gid), None)
@@ -359,7 +367,7 @@ def start(
     placement: str = "spread",
     address: str | None = None,
     namespace: str | None = None,
-    transport: str = "direct",
+    transport: str = "stream",
     session_ttl: float | None = DEFAULT_SESSION_TTL_S,
 ) -> ShardedKV:
     """Start a sharded KV service on the current Ray cluster (an embedded one if none is running;
@@ -373,11 +381,14 @@ def start(
     ``"spread"`` (distinct nodes when the cluster has enough, else packed with a warning), ``"strict"``
     (fail instead of packing) or ``"pack"``. ``detached``: every actor outlives this driver (needs a
     cluster that outlives it too: started with ``ray start``, not embedded here). ``transport``:
-    ``"direct"`` (Ray actor calls: real use) or ``"network"`` (every RPC, clerks' included, through one
-    :class:`~actors.network.FaultyNetwork` actor, ``info.network``, so that faults can be injected:
-    ``raykv torture``; not with ``detached``). ``session_ttl``: seconds a client may stay idle before
-    the servers forget its session (:mod:`actors.sessions`; default an hour; ``None``: never); the
-    service's clerks get it too.
+    ``"stream"`` (the default: replicas, clerks and groups talk over authenticated TCP streams, one
+    secret for the whole service, made at start and handed out only through Ray; Ray finds, places,
+    starts and stops the actors), ``"direct"`` (Ray actor calls) or ``"network"`` (every RPC, clerks'
+    included, through one :class:`~actors.network.FaultyNetwork` actor, ``info.network``, so that
+    faults can be injected: ``raykv torture``; not with ``detached``). Lost replicas are replaced
+    (actors/replacer.py) on the stream and direct transports. ``session_ttl``: seconds a client may
+    stay idle before the servers forget its session (:mod:`actors.sessions`; default an hour;
+    ``None``: never); the service's clerks get it too.
     """
     name = _check_name(name) if name is not None else f"sharded-{uuid.uuid4().hex[:6]}"
     _int_in("groups", groups, 1, MAX_GROUPS)
@@ -388,7 +399,7 @@ def start(
     _choice("placement", placement, STRATEGIES)
     if not isinstance(detached, bool):
         raise TypeError(f"detached must be a bool, got {detached!r:.60}")
-    _choice("transport", transport, ("direct", "network"))
+    _choice("transport", transport, TRANSPORTS)
     ttl_ms(session_ttl)
     if detached and transport == "network":
         raise ValueError("transport='network' is for fault injection (raykv torture): its network actor "
@@ -409,19 +420,21 @@ def start(
     made: list[GroupInfo] = []
     network: Any = None
     try:
-        ctrler, network = _start_ctrler(name, replicas, nshards, storage, root, detached, placement,
-                                        transport, session_ttl)
+        # the controller's start makes the service's one stream secret; every shard group gets it
+        ctrler, network, secret = _start_ctrler(name, replicas, nshards, storage, root, detached, placement,
+                                                transport, session_ttl)
         made.append(ctrler)
         for gid in range(1, groups + 1):
             made.append(_start_shard_group(name, gid, ctrler, nshards, replicas, mapping, storage, root,
-                                           detached, placement, network, session_ttl))
+                                           detached, placement, network, session_ttl, secret))
         info = ServiceInfo(name, ns, nshards, mapping, replicas, storage, detached, root, placement,
-                           ctrler, tuple(made[1:]), version=1, network=network, session_ttl=session_ttl)
+                           ctrler, tuple(made[1:]), version=1, network=network, session_ttl=session_ttl,
+                           transport=transport, secret=secret)
         kv = ShardedKV(info, registry)
         kv._ctrler_clerk(refresh=False).join({g.gid: list(g.names) for g in made[1:]}, timeout=60)
         if not ray.get(registry.put.remote(info, None), timeout=30):
             raise ServiceError(f"the registry of service {name!r} was changed while it started")
-        if transport == "direct":
+        if transport in REPLACING_TRANSPORTS:
             _enable_replacement(registry, made)
     except BaseException:
         if network is not None:
@@ -461,10 +474,15 @@ def _create_registry(name: str, namespace: str, detached: bool) -> Any:
     return registry
 
 
+#: the transports on which a service's groups replace their lost replicas (on the network transport
+#: every replica is wired to the network actor's ends, which nobody makes for a replacement)
+REPLACING_TRANSPORTS = ("stream", "direct")
+
+
 def _enable_replacement(registry: Any, groups: list[GroupInfo]) -> None:
     """Have every replica of ``groups`` replace its group's lost replicas while it leads, with the
-    registry as the directory (actors/replacer.py). Direct transport only: a replacement is wired with
-    actor handles."""
+    registry as the directory (actors/replacer.py); the stream and direct transports only
+    (:data:`REPLACING_TRANSPORTS`)."""
     refs = [r.enable_replacement.remote(ReplaceOptions(registry, g.gid)) for g in groups for r in g.replicas]
     ray.get(refs, timeout=30)
 
@@ -478,7 +496,9 @@ def _head_node() -> str | None:
 
 def _start_ctrler(service: str, n: int, nshards: int, storage: str, root: str | None, detached: bool,
                   strategy: str, transport: str = "direct",
-                  session_ttl: float | None = DEFAULT_SESSION_TTL_S) -> tuple[GroupInfo, Any]:
+                  session_ttl: float | None = DEFAULT_SESSION_TTL_S) -> tuple[GroupInfo, Any, bytes | None]:
+    """The controller group; its network actor (network transport) and the service's stream secret
+    (stream transport: made by the group's start, :func:`actors.stream_auth.new_secret`)."""
     import shardctrler
 
     name = f"{service}-ctrler"
@@ -491,21 +511,22 @@ def _start_ctrler(service: str, n: int, nshards: int, storage: str, root: str | 
         placement.release()
         raise
     return GroupInfo(0, name, tuple(group.replicas), tuple(group.names), tuple(group.nodes), data_dir,
-                     placement), group.network
+                     placement), group.network, group.secret
 
 
 def _start_shard_group(service: str, gid: int, ctrler: GroupInfo, nshards: int, n: int, mapping: str,
                        storage: str, root: str | None, detached: bool, strategy: str,
-                       network: Any = None, session_ttl: float | None = DEFAULT_SESSION_TTL_S) -> GroupInfo:
+                       network: Any = None, session_ttl: float | None = DEFAULT_SESSION_TTL_S,
+                       secret: bytes | None = None) -> GroupInfo:
     import shardkv.group
 
     name = f"{service}-g{gid}"
     placement = place_group(n, name=name, strategy=strategy, detached=detached)
     data_dir = None if root is None else f"{root}/g{gid}"
     try:
-        group = shardkv.group.start_group(gid, _CtrlerView(ctrler, nshards, network), n, storage=storage,
-                                          data_dir=data_dir, mapping=mapping, name=name,
-                                          placement=placement, session_ttl=session_ttl)
+        view = _CtrlerView(ctrler, nshards, network, secret)
+        group = shardkv.group.start_group(gid, view, n, storage=storage, data_dir=data_dir, mapping=mapping,
+                                          name=name, placement=placement, session_ttl=session_ttl)
     except BaseException:
         placement.release()
         raise
@@ -515,11 +536,14 @@ def _start_shard_group(service: str, gid: int, ctrler: GroupInfo, nshards: int, 
 
 @dataclass(frozen=True)
 class _CtrlerView:
-    """What :func:`shardkv.group.start_group` needs of a controller group (direct transport)."""
+    """What :func:`shardkv.group.start_group` needs of a controller group: its servers, and how they are
+    reached (``network``: the network transport's actor; ``secret``: the stream transport's secret;
+    neither: direct)."""
 
     info: GroupInfo
     nshards: int
     network: Any = None
+    secret: bytes | None = field(default=None, repr=False)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -593,6 +617,8 @@ class ShardedKV:
         self.info = info
         self._registry = registry
         self._stopped = False
+        #: the router of this handle's administrative calls (stream transport), made on first use
+        self._admin_router: Any = None
 
     # -- what it is ------------------------------------------------------------------------------
 
@@ -616,20 +642,33 @@ class ShardedKV:
     def gids(self) -> tuple[int, ...]:
         return self.info.gids
 
+    @property
+    def transport(self) -> str:
+        """``"stream"``, ``"direct"`` or ``"network"``: how its servers and clerks talk."""
+        return self.info.transport
+
     def __repr__(self) -> str:
         return (f"ShardedKV({self.name!r}, namespace={self.namespace!r}, groups={list(self.gids)}, "
-                f"replicas={self.info.replicas}, nshards={self.nshards}, mapping={self.mapping!r}"
-                f"{', detached' if self.info.detached else ''})")
+                f"replicas={self.info.replicas}, nshards={self.nshards}, mapping={self.mapping!r}, "
+                f"transport={self.transport!r}{', detached' if self.info.detached else ''})")
 
     # -- clients ---------------------------------------------------------------------------------
 
     def _router(self) -> Any:
-        from shardkv.endpoints import DirectRouter, NetworkRouter
+        """A new router for a clerk: over the service's streams, straight to the actors, or through
+        its network actor, as the service was started."""
+        from shardkv.endpoints import DirectRouter, NetworkRouter, StreamRouter
 
         if self.info.network is not None:
             return NetworkRouter(self.info.network)
         c = self.info.ctrler
-        return DirectRouter(dict(zip(c.names, c.replicas, strict=True)), self.namespace)
+        known = dict(zip(c.names, c.replicas, strict=True))
+        if self.info.transport == "stream":
+            if self.info.secret is None:
+                raise ServiceError(f"service {self.name!r} runs on streams but its description has no "
+                                   "secret (a registry from an older raykv?): stop and start it again")
+            return StreamRouter(self.info.secret, known, self.namespace)
+        return DirectRouter(known, self.namespace)
 
     def clerk(self, **options: Any) -> Any:
         """A synchronous :class:`shardkv.clerk.Clerk` (``get``, ``put``, ``append``, each with
@@ -653,14 +692,26 @@ class ShardedKV:
     def _ctrler_clerk(self, refresh: bool = True) -> Any:
         """A controller clerk for one administrative call: a fresh one (a new session) each time, so a
         handle left idle for longer than the session TTL never finds its session forgotten; with the
-        controller's replicas as the registry knows them now (a lost one may have been replaced)."""
+        controller's replicas as the registry knows them now (a lost one may have been replaced). On
+        the stream transport it calls over the service's streams (through one router kept by this
+        handle, whose connections are shared by the process's routers), else straight to the actors."""
         from shardctrler.clerk import Clerk as CtrlerClerk
         from shardctrler.endpoints import DirectEndpoints
+        from shardkv.endpoints import CtrlerEndpoints
 
         if refresh:
             self._refresh()
         c = self.info.ctrler
-        return CtrlerClerk(DirectEndpoints(c.replicas, c.names), session_ttl=self.info.session_ttl)
+        endpoints: Any
+        if self.info.transport == "stream":
+            if self._admin_router is None:
+                self._admin_router = self._router()
+            else:  # the controller's replicas as known now (a replacement is found by its name anyway)
+                self._admin_router.known = dict(zip(c.names, c.replicas, strict=True))
+            endpoints = CtrlerEndpoints(self._admin_router, c.names)
+        else:
+            endpoints = DirectEndpoints(c.replicas, c.names)
+        return CtrlerClerk(endpoints, session_ttl=self.info.session_ttl)
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -690,10 +741,10 @@ class ShardedKV:
         info = self.info
         g = _start_shard_group(info.name, gid, info.ctrler, info.nshards, info.replicas, info.mapping,
                                info.storage, info.data_root, info.detached, info.placement, info.network,
-                               info.session_ttl)
+                               info.session_ttl, info.secret)
         try:
             self._commit(replace(info, groups=(*info.groups, g), version=info.version + 1))
-            if info.network is None:
+            if info.transport in REPLACING_TRANSPORTS:
                 _enable_replacement(self._registry, [g])
         except BaseException:
             _stop_group(g, keep_data=False)
@@ -758,17 +809,19 @@ class ShardedKV:
     # -- watching --------------------------------------------------------------------------------
 
     def status(self, *, timeout: float = 10.0) -> ServiceStatus:
-        """Per group: leader, term, replicas up, shards owned, arriving and leaving, nodes; plus the
-        controller's leader and the latest configuration (``None`` if it could not be read)."""
+        """Per group: leader, term, replicas up, shards owned, arriving and leaving, nodes (and on the
+        stream transport each replica's stream address); plus the controller's leader and the latest
+        configuration (``None`` if it could not be read)."""
         self._refresh()
         try:
             config: Config | None = self._ctrler_clerk().query(-1, timeout=timeout)
         except TimeoutError:
             config = None
-        ctrler = group_status(self.info.ctrler, timeout, ctrler=True)
-        groups = tuple(group_status(g, timeout) for g in self.info.groups)
+        stream = self.info.transport == "stream"
+        ctrler = group_status(self.info.ctrler, timeout, ctrler=True, stream=stream)
+        groups = tuple(group_status(g, timeout, stream=stream) for g in self.info.groups)
         return ServiceStatus(self.name, self.namespace, self.nshards, self.mapping, self.info.detached,
-                             config, ctrler, groups)
+                             config, ctrler, groups, transport=self.info.transport)
 
     def wait_settled(self, *, timeout: float = 60.0) -> Config:
         """Wait until every group has taken the latest configuration and no shard is moving; returns

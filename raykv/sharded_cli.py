@@ -24,6 +24,12 @@ Each group's replicas are placed on distinct nodes when the cluster has at least
 (a STRICT_SPREAD placement group); otherwise they share nodes and a warning says so (--placement
 strict refuses instead). Durable storage is a directory on each replica's own node.
 
+Replicas and clients talk over authenticated TCP streams (--transport stream, the default): each
+replica listens on its node's address, and a connection is accepted only once it proves it holds the
+service's secret, which is made here and handed out only through Ray (the service's registry keeps it
+for the clients of other drivers). --transport direct uses Ray actor calls instead. On both, a group
+replaces the replicas a lost node took with it.
+
 The service is registered under --name in the Ray namespace: use it from any driver with
   kv = raykv.attach_sharded(NAME, address="auto", namespace=NAMESPACE); ck = kv.clerk()
 watch it with 'raykv status --name NAME' and stop it with 'raykv stop --name NAME'.
@@ -103,6 +109,9 @@ def configure_start(p: argparse.ArgumentParser) -> None:
                    help="directory for durable storage on every node (default: the node's temp dir)")
     p.add_argument("--placement", choices=("spread", "strict", "pack"), default="spread",
                    help="distinct nodes per group when possible / or fail / never (default: spread)")
+    p.add_argument("--transport", choices=("stream", "direct"), default="stream",
+                   help="how replicas and clients talk: authenticated TCP streams, or Ray actor calls "
+                        "(default: stream)")
     p.add_argument("--session-ttl", type=session_ttl_seconds, default=DEFAULT_SESSION_TTL_S,
                    metavar="SECONDS",
                    help="forget a client's session (its exactly-once record) after this many seconds "
@@ -152,7 +161,8 @@ def run_start(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         kv = sharded.start(args.name, groups=args.groups, replicas=args.replicas, nshards=args.shards,
                            mapping=args.mapping, storage=args.storage, data_root=args.data_root,
-                           detached=True, placement=args.placement, session_ttl=args.session_ttl)
+                           detached=True, placement=args.placement, session_ttl=args.session_ttl,
+                           transport=args.transport)
         print(f"started {kv!r} in {time.monotonic() - t0:.1f} s on {cluster.describe()}")
         print(kv.status().format())
         print(f"\nuse it:   kv = raykv.attach_sharded({kv.name!r}, address=..., namespace={kv.namespace!r})")

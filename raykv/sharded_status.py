@@ -66,7 +66,8 @@ class GroupStatus:
     ``voters`` and ``learners`` (the Raft configuration, per the leader; empty if none answered),
     ``peers`` (the peer id in each slot), ``replacements`` (the replacements of lost replicas, oldest
     first, the one in progress last: :class:`ReplicaReplacement`), ``replacing`` (what the leader's
-    replacement task did last, or why it waits).
+    replacement task did last, or why it waits), ``addresses`` (stream transport: the ``(host, port)``
+    each slot's replica listens on, ``None`` where it did not answer; empty on other transports).
     """
 
     gid: int
@@ -86,6 +87,7 @@ class GroupStatus:
     peers: tuple[int, ...] = ()
     replacements: tuple[ReplicaReplacement, ...] = ()
     replacing: str | None = None
+    addresses: tuple[tuple[str, int] | None, ...] = ()
 
     @property
     def up(self) -> int:
@@ -106,8 +108,9 @@ class GroupStatus:
 
 @dataclass(frozen=True)
 class ServiceStatus:
-    """The whole service: its description, the latest configuration (``None`` if the controller did
-    not answer in time), the controller group and every shard group."""
+    """The whole service: its description (``transport``: ``"stream"``, ``"direct"`` or
+    ``"network"``), the latest configuration (``None`` if the controller did not answer in time), the
+    controller group and every shard group."""
 
     name: str
     namespace: str
@@ -117,6 +120,7 @@ class ServiceStatus:
     config: Config | None
     ctrler: GroupStatus
     groups: tuple[GroupStatus, ...]
+    transport: str = "direct"
 
     @property
     def settled(self) -> bool:
@@ -140,7 +144,8 @@ class ServiceStatus:
         cfg = "unknown (the controller did not answer)" if self.config is None else str(self.config.num)
         lines = [
             f"service {self.name!r} (namespace {self.namespace!r}{', detached' if self.detached else ''}): "
-            f"{self.nshards} shards, mapping {self.mapping!r}, configuration {cfg}"
+            f"{self.nshards} shards, mapping {self.mapping!r}, transport {self.transport!r}, "
+            f"configuration {cfg}"
             f"{'' if self.settled else ', shards moving'}",
             f"controller: {_leader(self.ctrler)}, term {self.ctrler.term}, "
             f"{self.ctrler.up}/{self.ctrler.replicas} replicas up, voters {_members(self.ctrler) or '?'}",
@@ -155,6 +160,10 @@ class ServiceStatus:
                 f"{g.gid:>4}  {_leader(g):<9} {g.term:>5}  {f'{g.up}/{g.replicas}':<5} {g.config:>6}  "
                 f"{_shards(g.owned + g.held):<22} {_shards(g.arriving):<14} {_shards(g.leaving):<14} "
                 f"{voters or '?':<12} {nodes} distinct")
+        if self.transport == "stream":
+            lines += ["", "stream addresses (by slot):"]
+            lines += [f"  {'controller' if g.gid == 0 else f'group {g.gid}'}: {_addresses(g)}"
+                      for g in (self.ctrler, *self.groups)]
         replaced = [(g, r) for g in (self.ctrler, *self.groups) for r in g.replacements]
         if replaced:
             lines += ["", "replaced replicas:"]
@@ -169,6 +178,11 @@ def _members(g: GroupStatus) -> str:
     return voters + (f"+{','.join(map(str, g.learners))}" if g.learners else "")
 
 
+def _addresses(g: GroupStatus) -> str:
+    """``10.0.0.5:40123, ?, ...`` (``?``: that replica did not say)."""
+    return ", ".join("?" if a is None else f"{a[0]}:{a[1]}" for a in g.addresses) or "?"
+
+
 def _leader(g: GroupStatus) -> str:
     return "none" if g.leader is None else f"replica {g.leader}"
 
@@ -180,7 +194,7 @@ def _shards(shards: tuple[int, ...]) -> str:
     return text if len(text) <= 22 else f"{len(shards)} shards"
 
 
-def _answers(refs: list[Any], timeout: float) -> list[dict[str, Any] | None]:
+def _answers(refs: list[Any], timeout: float) -> list[Any]:
     deadline = time.monotonic() + timeout
     out: list[dict[str, Any] | None] = []
     for ref in refs:
@@ -191,11 +205,14 @@ def _answers(refs: list[Any], timeout: float) -> list[dict[str, Any] | None]:
     return out
 
 
-def group_status(g: Any, timeout: float = 10.0, *, ctrler: bool = False) -> GroupStatus:
-    """Ask every replica of ``g`` (a :class:`raykv.sharded.GroupInfo`) for its state, with one deadline
-    of ``timeout`` seconds for all of them."""
+def group_status(g: Any, timeout: float = 10.0, *, ctrler: bool = False, stream: bool = False) -> GroupStatus:
+    """Ask every replica of ``g`` (a :class:`raykv.sharded.GroupInfo`) for its state (and, with
+    ``stream``, its stream address), with one deadline of ``timeout`` seconds for all of them."""
     t0 = time.monotonic()
+    address_refs = [r.stream_address.remote() for r in g.replicas] if stream else []
     raft = _answers([r.status.remote() for r in g.replicas], timeout)
+    addresses = tuple(None if not a else (str(a[0]), int(a[1]))
+                      for a in _answers(address_refs, max(0.05, timeout - (time.monotonic() - t0))))
     roles = tuple(UNREACHABLE if a is None else str(a.get("role", "down")) for a in raft)
     terms = [int(a.get("term", 0)) for a in raft if a is not None]
     leaders = [i for i, a in enumerate(raft) if a is not None and a.get("role") == "leader"]
@@ -205,7 +222,8 @@ def group_status(g: Any, timeout: float = 10.0, *, ctrler: bool = False) -> Grou
         gid=g.gid, name=g.name, roles=roles, leader=leader, term=max(terms, default=0), nodes=tuple(g.nodes),
         voters=tuple(lead["voters"]) if lead else (), learners=tuple(lead["learners"]) if lead else (),
         peers=tuple(g.peers) if g.peers else tuple(range(len(g.replicas))),
-        replacements=tuple(g.replacements), replacing=lead.get("replacing") if lead else None)
+        replacements=tuple(g.replacements), replacing=lead.get("replacing") if lead else None,
+        addresses=addresses)
     if ctrler:
         return GroupStatus(config=-1, **base)
     left = max(0.05, timeout - (time.monotonic() - t0))

@@ -44,6 +44,8 @@ OP_TIMEOUT_S = 30.0
     ({"name": "has space"}, ValueError, "bad service name 'has space'"),
     ({"name": 7}, TypeError, "a service name must be a str"),
     ({"data_root": 3}, TypeError, "data_root must be a path"),
+    ({"transport": "tcp"}, ValueError, "transport must be one of 'stream', 'direct', 'network'"),
+    ({"transport": "network", "detached": True}, ValueError, "cannot be combined with detached"),
 ])
 def test_start_refuses_bad_input_before_touching_ray(kwargs: dict[str, Any], exc: type, words: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,6 +55,37 @@ def test_start_refuses_bad_input_before_touching_ray(kwargs: dict[str, Any], exc
     monkeypatch.setattr(sharded, "init_ray", no_ray)
     with pytest.raises(exc, match=re.escape(words)):
         raykv.start_sharded(**kwargs)
+
+
+def test_the_stream_secret_is_kept_out_of_reprs_and_the_status_shows_the_transport() -> None:
+    """A service's description carries its one stream secret (for the clients of any driver, through
+    the registry) but never shows it; the status names the transport and, on streams, every replica's
+    address."""
+    from actors.placement import GroupPlacement
+    from raykv.sharded_status import GroupStatus, ServiceStatus
+
+    secret = bytes(range(32))
+    g = sharded.GroupInfo(1, "svc-g1", ("h0", "h1"), ("svc-g1-0", "svc-g1-1"), ("n1", "n2"), None,
+                          GroupPlacement("svc-g1", 2, "packed", "test"))
+    info = sharded.ServiceInfo("svc", "ns", 10, "hash", 2, "memory", False, None, "spread", g, (g,),
+                               transport="stream", secret=secret)
+    assert info.secret == secret and secret.hex() not in repr(info) and repr(secret) not in repr(info)
+    assert "transport='stream'" in repr(info)
+    assert sharded.TRANSPORTS[0] == "stream", "streams are the default transport"
+    view = sharded._CtrlerView(g, 10, None, secret)
+    assert repr(secret) not in repr(view)
+
+    def status(addresses: tuple[Any, ...], gid: int = 1) -> GroupStatus:
+        return GroupStatus(gid, "svc-g1", ("leader", "follower"), 0, 2, 1, owned=tuple(range(10)),
+                           nodes=("n1", "n2"), voters=(0, 1), peers=(0, 1), addresses=addresses)
+
+    text = ServiceStatus("svc", "ns", 10, "hash", False, None, status((), 0),
+                         (status((("10.0.0.1", 4001), None)),), transport="stream").format()
+    assert "transport 'stream'" in text and "stream addresses (by slot):" in text
+    assert "group 1: 10.0.0.1:4001, ?" in text and "controller: ?" in text
+    direct = ServiceStatus("svc", "ns", 10, "hash", False, None, status((), 0), (status(()),),
+                           transport="direct").format()
+    assert "transport 'direct'" in direct and "stream addresses" not in direct
 
 
 def test_placement_refuses_bad_input() -> None:
@@ -200,6 +233,9 @@ def test_cli_start_takes_a_session_ttl(monkeypatch: pytest.MonkeyPatch,
     assert cli_main(["start", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "--session-ttl SECONDS" in out and "SessionExpiredError" in out
+    assert "--transport {stream,direct}" in out and "authenticated TCP streams" in out
+    assert cli_main(["start", "--transport", "network"]) == 2
+    assert "invalid choice: 'network'" in capsys.readouterr().err
     assert f"(default: {DEFAULT_SESSION_TTL_S:g} s)" in out
     for bad, message in (("0", "must be a positive, finite number of seconds"), ("-5", "positive"),
                          ("inf", "finite"), ("nan", "finite"), ("0.0001", "at least 0.001"),
@@ -229,8 +265,9 @@ def test_cli_start_takes_a_session_ttl(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(raykv.cluster, "init_ray", lambda address, namespace: Cluster())
     monkeypatch.setattr(sharded, "start", fake_start)
     assert cli_main(["start", "--session-ttl", "90.5"]) == 0
-    assert cli_main(["start"]) == 0
+    assert cli_main(["start", "--transport", "direct"]) == 0
     assert [o["session_ttl"] for o in started] == [90.5, DEFAULT_SESSION_TTL_S]
+    assert [o["transport"] for o in started] == ["stream", "direct"], "streams by default"
     assert "stop it:  raykv stop --name svc" in capsys.readouterr().out
 
 

@@ -137,19 +137,25 @@ def test_async_clerk_while_shards_move_unreliable(harness):
     cfg.check_logs()
 
 
-def test_start_group_direct_durable_hash_mapping(ray_session, tmp_path):
-    """The real-use path: a controller and two groups calling each other directly, durable storage,
-    16 shards under the hash mapping; data written before a join is readable after its shards moved,
-    and the old owner's copies are deleted."""
+@pytest.mark.parametrize("transport", ["stream", "direct"])
+def test_start_group_durable_hash_mapping(ray_session, tmp_path, transport):
+    """The real-use path: a controller and two groups calling each other over the service's streams
+    (the default) or directly, durable storage, 16 shards under the hash mapping; data written before a
+    join is readable after its shards moved, and the old owner's copies are deleted."""
     import shardctrler
     import shardkv
 
-    ctrler = shardctrler.start_group(3, nshards=16, storage="memory")
+    ctrler = shardctrler.start_group(3, nshards=16, storage="memory", transport=transport)
+    assert (ctrler.secret is not None) == (transport == "stream")
     groups = []
     try:
         g1 = shardkv.start_group(1, ctrler, storage="durable", data_dir=tmp_path / "g1", mapping="hash",
                                  join=True)
         groups.append(g1)
+        import ray
+
+        st = ray.get([r.status.remote() for r in g1.replicas], timeout=30)
+        assert {s["transport"] for s in st} == {transport}, st
         ck = shardkv.make_clerk(ctrler, mapping="hash")
         keys = [f"user:{i}" for i in range(64)]
         for k in keys:

@@ -262,7 +262,7 @@ def test_cli_dry_run_prints_the_schedules(capsys: pytest.CaptureFixture[str]) ->
 def test_start_sharded_refuses_a_bad_transport_before_starting() -> None:
     from raykv.sharded import start
 
-    with pytest.raises(ValueError, match="transport must be one of 'direct', 'network'"):
+    with pytest.raises(ValueError, match="transport must be one of 'stream', 'direct', 'network'"):
         start(transport="tcp")
     with pytest.raises(ValueError, match="cannot be combined with detached"):
         start(transport="network", detached=True)
