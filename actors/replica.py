@@ -164,6 +164,8 @@ class ReplicaActor:
         self._stream_server: Any = None
         self._stream_secret: bytes | None = None
         self._stream_faults: Any = None
+        #: held while the listener is being opened (concurrent open_stream calls open one listener)
+        self._stream_opening = asyncio.Lock()
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -504,15 +506,16 @@ class ReplicaActor:
         from actors.stream_server import StreamServer
 
         secret = check_secret(secret)
-        if self._stream_server is not None:
-            if secret != self._stream_secret:
-                raise ValueError(f"replica {self.spec.name}: its stream listener is open with another "
-                                 "secret (a service has one secret; the listener keeps it while it lives)")
-            return self._stream_server.address  # type: ignore[no-any-return]
-        server = StreamServer(self._serve_stream, secret, host=host or _node_ip(), label=self.spec.name)
-        address = await server.start()
-        self._stream_server, self._stream_secret = server, secret
-        return address
+        async with self._stream_opening:
+            if self._stream_server is not None:
+                if secret != self._stream_secret:
+                    raise ValueError(f"replica {self.spec.name}: its stream listener is open with another "
+                                     "secret (a service has one secret, kept by the listener while it lives)")
+                return self._stream_server.address  # type: ignore[no-any-return]
+            server = StreamServer(self._serve_stream, secret, host=host or _node_ip(), label=self.spec.name)
+            address = await server.start()
+            self._stream_server, self._stream_secret = server, secret
+            return address
 
     async def stream_address(self) -> tuple[str, int] | None:
         """Where this replica's stream listener is (``None`` while none is open)."""

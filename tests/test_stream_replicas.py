@@ -250,7 +250,9 @@ def test_the_listener_serves_deliver_and_the_service_rpc_only() -> None:
     async def main() -> None:
         replica = CtrlerReplica(ReplicaSpec(name="ctl-0", peer_id=0, peers=(0,),
                                             state_machine=functools.partial(CtrlerStateMachine, 10, -1)))
-        await replica.open_stream(secret, "127.0.0.1")
+        first, second = await asyncio.gather(replica.open_stream(secret, "127.0.0.1"),
+                                             replica.open_stream(secret, "127.0.0.1"))
+        assert first == second == await replica.stream_address(), "concurrent opens make one listener"
         assert await replica._serve_stream("status", b"") is None  # not a stream RPC
         assert await replica._serve_stream("rpc", b"") is None
         assert await replica._serve_stream("ctrl", pickle.dumps(())) is None  # down: no answer
