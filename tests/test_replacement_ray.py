@@ -13,6 +13,10 @@ is killed; then, in order:
 3. a new node joins, a new group is added and shards move onto it;
 4. every acknowledged write is in the final values, and the whole history (final reads included) is
    linearizable, to a definite verdict.
+
+On both transports that replace lost replicas: the stream transport (the default: the replacement
+opens a listener of its own, its address reaches the members through ``add_peer`` and the clerks by
+asking its actor) and the direct one.
 """
 
 from __future__ import annotations
@@ -62,11 +66,13 @@ def _until(what: str, cond: Callable[[], T | None], timeout: float, every: float
         time.sleep(every)
 
 
-def test_lost_replicas_are_replaced_and_a_new_node_takes_a_new_group() -> None:
+@pytest.mark.parametrize("transport", ["stream", "direct"])
+def test_lost_replicas_are_replaced_and_a_new_node_takes_a_new_group(transport: str) -> None:
     t0 = time.monotonic()
     with ray_cluster(4, FAST_NODE_DEATH, namespace="raykv-replace") as (c, workers):
         t_cluster = time.monotonic() - t0
-        kv = raykv.start_sharded("replace", groups=2, replicas=3, nshards=NSHARDS, placement="strict")
+        kv = raykv.start_sharded("replace", groups=2, replicas=3, nshards=NSHARDS, placement="strict",
+                                 transport=transport)
         clients: _Clients | None = None
         try:
             info = kv.info
@@ -79,6 +85,10 @@ def test_lost_replicas_are_replaced_and_a_new_node_takes_a_new_group() -> None:
             victim = max(workers, key=lambda w: (len(hits[w.node_id]), w.node_id))
             hit = hits[victim.node_id]
             live = {w.node_id for w in workers if w is not victim}
+            before = kv.status(timeout=10)
+            if transport == "stream":  # every replica listens on its own node's address
+                for g in (before.ctrler, *before.groups):
+                    assert len(g.addresses) == 3 and None not in g.addresses, g
             keys, probes = _keys(NSHARDS)
             rec = Recorder()
             clients = _Clients(kv, keys, rec, seed=random.randrange(2**31))
@@ -122,6 +132,11 @@ def test_lost_replicas_are_replaced_and_a_new_node_takes_a_new_group() -> None:
                 assert len(done) == 1 and done[0].old_node == victim.node_id, g.replacements
                 assert done[0].new_node in live and done[0].new_peer == 3 and done[0].finished is not None
                 assert g.peers[done[0].slot] == 3
+                if transport == "stream":  # the replacement listens at an address of its own
+                    old_addr = next(b for b in (before.ctrler, *before.groups) if b.gid == g.gid).addresses
+                    slot = done[0].slot
+                    assert None not in gs.addresses and gs.addresses[slot] != old_addr[slot], \
+                        (old_addr, gs.addresses)
                 r = done[0]
                 assert r.finished is not None
                 print(f"group {g.gid}: P{r.old_peer} found dead {r.detected - wall_kill:.1f} s after the "
