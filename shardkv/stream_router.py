@@ -38,7 +38,6 @@ import asyncio
 import logging
 import pickle
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,9 +71,20 @@ class _LoopState:
 
 
 #: the connections shared by the routers of this process without a fault hook: per event loop, per
-#: (namespace, secret, server name)
-_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str | None, bytes, str], Any]] = \
-    weakref.WeakKeyDictionary()
+#: (namespace, secret, server name); a closed loop's entry is dropped when a new loop is added (its
+#: connections were closed with it: ``asyncio.run`` cancels their reader tasks, which close them)
+_SHARED: dict[asyncio.AbstractEventLoop, dict[tuple[str | None, bytes, str], Any]] = {}
+
+
+def _for_loop(table: dict[asyncio.AbstractEventLoop, Any], loop: asyncio.AbstractEventLoop,
+              make: Callable[[], Any]) -> Any:
+    """``table[loop]``, made with ``make()`` the first time (dropping the entries of closed loops)."""
+    entry = table.get(loop)
+    if entry is None:
+        for old in [lp for lp in table if lp.is_closed()]:
+            del table[old]
+        entry = table[loop] = make()
+    return entry
 
 
 class StreamRouter:
@@ -102,8 +112,7 @@ class StreamRouter:
         self.connect_timeout_s = connect_timeout_s
         self._lookup: Lookup = lookup or self._ray_lookup
         self._addresses: dict[str, Address] = {}
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = \
-            weakref.WeakKeyDictionary()
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         #: lookups made (each one a Ray call with the default lookup), for tests and status
         self.lookups = 0
 
@@ -130,11 +139,7 @@ class StreamRouter:
         self._addresses.pop(server, None)
 
     def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            state = self._loops[loop] = _LoopState()
-        return state
+        return _for_loop(self._loops, asyncio.get_running_loop(), _LoopState)  # type: ignore[no-any-return]
 
     async def _resolve(self, server: str) -> Address | None:
         """``server``'s address: the cached one, or a lookup shared by every concurrent caller on this
@@ -192,11 +197,7 @@ class StreamRouter:
         from actors.stream_client import StreamClient
 
         if self.faults is None:
-            loop = asyncio.get_running_loop()
-            pool = _SHARED.get(loop)
-            if pool is None:
-                pool = _SHARED[loop] = {}
-            clients: dict[Any, Any] = pool
+            clients: dict[Any, Any] = _for_loop(_SHARED, asyncio.get_running_loop(), dict)
             key: Any = (self.namespace, self.secret, server)
         else:
             clients, key = state.clients, server

@@ -201,6 +201,48 @@ def test_bad_input_to_a_running_service_changes_nothing(ray_session: None) -> No
         raykv.attach_sharded(kv.name)
 
 
+def test_the_default_stream_service_serves_clerks_across_a_join_and_a_leave(ray_session: None) -> None:
+    """The default transport is the stream one: every replica listens on its node's address, the
+    service has one secret (kept by the registry for an attached handle's clerks), and clerks made
+    before a Join and a Leave go on across both while shards move over the streams."""
+    kv = raykv.start_sharded(groups=1, replicas=3, nshards=10, storage="memory")
+    try:
+        assert kv.transport == "stream" and kv.info.secret is not None and len(kv.info.secret) == 32
+        st = kv.status()
+        assert st.transport == "stream" and "stream addresses (by slot):" in st.format()
+        for g in (st.ctrler, *st.groups):
+            assert len(g.addresses) == 3 and None not in g.addresses and len(set(g.addresses)) == 3, g
+        ck = kv.clerk()
+        keys = [f"user:{i}" for i in range(40)]
+        for k in keys:
+            ck.put(k, k, timeout=OP_TIMEOUT_S)
+
+        async def appended(suffix: str) -> list[str]:
+            ack = kv.async_clerk()
+            try:
+                await asyncio.gather(*(ack.append(k, suffix, timeout=OP_TIMEOUT_S) for k in keys))
+                return list(await asyncio.gather(*(ack.get(k, timeout=OP_TIMEOUT_S) for k in keys)))
+            finally:
+                await ack.close()
+
+        gid = kv.add_group()  # a Join: half the shards move to the new group over the streams
+        assert asyncio.run(appended("+")) == [k + "+" for k in keys]
+        cfg = kv.wait_settled(timeout=60)
+        assert sorted(cfg.counts().values()) == [5, 5], cfg
+        assert [ck.get(k, timeout=OP_TIMEOUT_S) for k in keys] == [k + "+" for k in keys]
+        other = raykv.attach_sharded(kv.name)  # another handle: the secret comes from the registry
+        assert other.info.secret == kv.info.secret
+        ock = other.clerk()
+        kv.remove_group(1)  # a Leave: every shard ends up in the new group
+        assert kv.config().shards == (gid,) * 10
+        for k in keys:
+            ock.append(k, "!", timeout=OP_TIMEOUT_S)
+        assert [ck.get(k, timeout=OP_TIMEOUT_S) for k in keys] == [k + "+!" for k in keys]
+        assert kv.wait_settled(timeout=60).num == cfg.num + 1
+    finally:
+        kv.stop()
+
+
 # ------------------------------------------------------------------------------------------------
 # Detached services and the command line
 # ------------------------------------------------------------------------------------------------

@@ -214,3 +214,31 @@ def test_a_router_pickles_without_its_caches_and_never_shows_its_secret() -> Non
     _run(main())
     with pytest.raises(ValueError, match="needs the service's secret"):
         StreamRouter(b"")
+
+
+def test_connections_are_shared_per_loop_and_closed_loops_are_forgotten() -> None:
+    """Routers without a fault hook share one connection per server on a loop; a router with one keeps
+    its own; the entries of loops that are gone are dropped when a new loop comes."""
+    import shardkv.stream_router as sr
+
+    async def once() -> tuple[Any, Any, Any]:
+        s = _Servers()
+        await s.add("g1-0")
+        a, b = StreamRouter(SECRET, lookup=s.lookup), StreamRouter(SECRET, lookup=s.lookup)
+        from actors.stream_faults import StreamFaults
+
+        c = StreamRouter(SECRET, lookup=s.lookup, faults=StreamFaults(1))
+        for r in (a, b, c):
+            assert (await r.acall("g1-0", "kv", ((1,),), 5.0))[0] == "ok"
+        loop = asyncio.get_running_loop()
+        shared = sr._SHARED[loop]
+        mine = [cl for k, cl in shared.items() if k[1] == SECRET and k[2] == "g1-0"]
+        assert len(mine) == 1, "a and b share one connection"
+        assert c._loops[loop].clients["g1-0"] is not mine[0], "a router with a fault hook has its own"
+        await c.close()
+        await s.close()
+        return loop, a, b
+
+    first, _, _ = _run(once())
+    second, _, _ = _run(once())
+    assert first.is_closed() and first not in sr._SHARED and second in sr._SHARED
