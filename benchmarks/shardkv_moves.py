@@ -2,9 +2,11 @@
 collection gives back.
 
     python benchmarks/shardkv_moves.py [--window S] [--callers N] [--keys N] [--value-bytes N] [--json FILE]
+                                       [--transport direct|stream]
 
-A controller and two shard groups of 3 replicas (direct actor calls, memory storage, the hash key
-mapping over 10 shards, maxraftstate 8 KiB) are started on an embedded Ray runtime, ``--keys`` keys
+A controller and two shard groups of 3 replicas (direct actor calls unless ``--transport stream``;
+memory storage, the hash key mapping over 10 shards, maxraftstate 8 KiB) are started on an embedded
+Ray runtime, ``--keys`` keys
 are written with values of ``--value-bytes`` bytes, and one asyncio clerk shared by ``--callers``
 coroutines keeps putting (50 %) and getting (50 %) random keys. Five windows of ``--window``
 seconds follow one another: steady (2 groups), a Join of a third group at the start of the window,
@@ -155,10 +157,12 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=200, help="keys written and used (default 200)")
     ap.add_argument("--value-bytes", type=int, default=100, help="bytes per value (default 100)")
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
+    ap.add_argument("--transport", choices=("direct", "stream"), default="direct",
+                    help="how replicas and clerks talk (default: direct, as the published figures)")
     args = ap.parse_args()
 
     ray.init(include_dashboard=False, logging_level="WARNING")
-    ctrler = shardctrler.start_group(REPLICAS, storage="memory")
+    ctrler = shardctrler.start_group(REPLICAS, storage="memory", transport=args.transport)
     groups: list[Any] = []
     try:
         opts = {"storage": "memory", "mapping": "hash", "maxraftstate": 8192}
