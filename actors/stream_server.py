@@ -80,7 +80,7 @@ class StreamServer:
 
     def __init__(self, handler: Handler, secret: bytes, *, host: str = "127.0.0.1", port: int = 0,
                  max_frame: int = MAX_FRAME_BYTES, handshake_timeout_s: float = 2.0, label: str = "",
-                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
+                 max_in_flight: int = MAX_IN_FLIGHT, close_grace_s: float = CLOSE_GRACE_S) -> None:
         if max_frame < 64:
             raise ValueError(f"max_frame={max_frame} is too small to carry a frame; use at least 64 bytes")
         if not handshake_timeout_s > 0:
@@ -94,6 +94,7 @@ class StreamServer:
         self.max_frame = max_frame
         self.handshake_timeout_s = handshake_timeout_s
         self.max_in_flight = max_in_flight
+        self.close_grace_s = close_grace_s
         self.label = label
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
@@ -122,7 +123,8 @@ class StreamServer:
         return self._address
 
     async def close(self) -> None:
-        """Stop listening, close every connection, let handlers finish for up to 1 s, cancel the rest."""
+        """Stop listening, close every connection, let running handlers finish for up to
+        ``close_grace_s`` (1 s), then cancel the rest. Idempotent."""
         if self._closing:
             return
         self._closing = True
@@ -136,7 +138,7 @@ class StreamServer:
         for writer in connections.values():  # a task cancelled before its first step closed nothing
             writer.close()
         if self._requests:
-            _, late = await asyncio.wait(set(self._requests), timeout=CLOSE_GRACE_S)
+            _, late = await asyncio.wait(set(self._requests), timeout=self.close_grace_s)
             for task in late:
                 task.cancel()
             if late:
