@@ -194,6 +194,13 @@ def _shards(shards: tuple[int, ...]) -> str:
     return text if len(text) <= 22 else f"{len(shards)} shards"
 
 
+def _address(answer: dict[str, Any] | None) -> tuple[str, int] | None:
+    """The stream listener's ``(host, port)`` in a replica's ``status()`` answer, if it has one."""
+    listener = (answer or {}).get("stream") or {}
+    address = listener.get("address")
+    return None if not address else (str(address[0]), int(address[1]))
+
+
 def _answers(refs: list[Any], timeout: float) -> list[Any]:
     deadline = time.monotonic() + timeout
     out: list[dict[str, Any] | None] = []
@@ -206,13 +213,12 @@ def _answers(refs: list[Any], timeout: float) -> list[Any]:
 
 
 def group_status(g: Any, timeout: float = 10.0, *, ctrler: bool = False, stream: bool = False) -> GroupStatus:
-    """Ask every replica of ``g`` (a :class:`raykv.sharded.GroupInfo`) for its state (and, with
-    ``stream``, its stream address), with one deadline of ``timeout`` seconds for all of them."""
+    """Ask every replica of ``g`` (a :class:`raykv.sharded.GroupInfo`) for its state (with ``stream``,
+    its stream address too, from the same answer), with one deadline of ``timeout`` seconds for all of
+    them."""
     t0 = time.monotonic()
-    address_refs = [r.stream_address.remote() for r in g.replicas] if stream else []
     raft = _answers([r.status.remote() for r in g.replicas], timeout)
-    addresses = tuple(None if not a else (str(a[0]), int(a[1]))
-                      for a in _answers(address_refs, max(0.05, timeout - (time.monotonic() - t0))))
+    addresses = tuple(_address(a) for a in raft) if stream else ()
     roles = tuple(UNREACHABLE if a is None else str(a.get("role", "down")) for a in raft)
     terms = [int(a.get("term", 0)) for a in raft if a is not None]
     leaders = [i for i, a in enumerate(raft) if a is not None and a.get("role") == "leader"]
