@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,35 @@ def test_the_stream_secret_is_kept_out_of_reprs_and_the_status_shows_the_transpo
     direct = ServiceStatus("svc", "ns", 10, "hash", False, None, status((), 0), (status(()),),
                            transport="direct").format()
     assert "transport 'direct'" in direct and "stream addresses" not in direct
+
+
+def test_a_stream_service_hands_out_stream_routers() -> None:
+    """Clerks of a stream service get a StreamRouter with the service's secret, the controller's
+    replicas known by handle and the service's namespace; administrative calls share one router per
+    handle (its connections are shared anyway), with the controller's replicas as last read; a
+    description on streams without a secret is refused with a clear error."""
+    from actors.placement import GroupPlacement
+    from shardkv.endpoints import CtrlerEndpoints, DirectRouter, StreamRouter
+
+    secret = bytes(range(32))
+    c = sharded.GroupInfo(0, "svc-ctrler", ("c0", "c1"), ("svc-ctrler-0", "svc-ctrler-1"), ("n1", "n2"),
+                          None, GroupPlacement("svc-ctrler", 2, "packed", "test"))
+    info = sharded.ServiceInfo("svc", "ns", 10, "hash", 2, "memory", False, None, "spread", c, (),
+                               transport="stream", secret=secret)
+    kv = sharded.ShardedKV(info, registry=None)
+    router = kv._router()
+    assert isinstance(router, StreamRouter) and router.secret == secret and router.namespace == "ns"
+    assert router.known == {"svc-ctrler-0": "c0", "svc-ctrler-1": "c1"}
+    first = kv._ctrler_clerk(refresh=False)
+    assert isinstance(first.endpoints, CtrlerEndpoints) and first.endpoints.names == c.names
+    kv.info = replace(info, ctrler=replace(c, replicas=("c0", "c1-replacement")))
+    second = kv._ctrler_clerk(refresh=False)
+    assert second.endpoints.router is first.endpoints.router
+    assert second.endpoints.router.known["svc-ctrler-1"] == "c1-replacement"
+    assert isinstance(sharded.ShardedKV(replace(info, transport="direct", secret=None), None)._router(),
+                      DirectRouter)
+    with pytest.raises(sharded.ServiceError, match="runs on streams but its description has no secret"):
+        sharded.ShardedKV(replace(info, secret=None), None)._router()
 
 
 def test_placement_refuses_bad_input() -> None:
