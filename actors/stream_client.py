@@ -118,12 +118,16 @@ class StreamClient:
     def start(self, method: str, payload: bytes, timeout_s: float) -> Coroutine[Any, Any, Outcome]:
         """Issue the call now (written before this returns when connected); await the outcome.
 
-        Must be called on the event loop the client runs on. ``timeout_s`` bounds everything the call
-        waits for: connecting, a fault hook's delay and the reply.
+        Must be called on the event loop the client runs on (a ``RuntimeError`` otherwise, unless that
+        loop is closed: then the client starts afresh on this one). ``timeout_s`` bounds everything the
+        call waits for: connecting, a fault hook's delay and the reply.
         """
         self._counts["calls"] += 1
         if self._closed:
             return _outcome(_FAILED)
+        loop = asyncio.get_running_loop()
+        if self._conn is not None and self._conn.loop is not loop:
+            self._other_loop(self._conn.loop)
         size = body_size(method, payload)
         if size > self.max_frame:
             self._counts["oversized"] += 1
@@ -145,6 +149,16 @@ class StreamClient:
                 return self._wait(conn, sent[0], sent[1], timeout_s)
             self._drop(conn, "the connection was closing")
         return self._connect_then_call(method, payload, timeout_s, delay)
+
+    def _other_loop(self, other: asyncio.AbstractEventLoop) -> None:
+        """The connection belongs to another event loop: forget it if that loop is closed (its sockets
+        went with it; the next call connects on this loop), refuse otherwise."""
+        if not other.is_closed():
+            raise RuntimeError(f"stream client {self._name()} is used from a second event loop while the "
+                               f"first still runs; a client belongs to the loop it connected on")
+        self._conn = None
+        self._connecting = None
+        self._tasks.clear()  # tasks of a closed loop never run again
 
     def set_address(self, address: tuple[str, int]) -> None:
         """The destination moved: drop the connection (its pending calls fail) and use ``address``."""

@@ -239,7 +239,8 @@ class StreamServer:
             else:
                 writer.write(encode_frame(request_id, REPLY, "", reply))
             self._counts["frames_out"] += 1
-            await writer.drain()
+            if writer.transport.get_write_buffer_size():  # the socket did not take it all: wait for room
+                await writer.drain()
         except OSError:
             pass  # the connection broke: its reader reports it
         finally:

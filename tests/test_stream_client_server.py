@@ -400,6 +400,47 @@ def test_blocking_callers_share_the_background_loop() -> None:
     stream_loop.run_blocking(server.close, 5.0)
 
 
+def test_a_client_outlives_a_closed_loop_but_refuses_a_second_running_one() -> None:
+    """A client connected under one ``asyncio.run`` starts afresh under the next; used from another
+    running loop while its own still runs, it says so instead of mixing loops."""
+    port: list[int] = []
+
+    def serve() -> None:
+        async def main() -> None:
+            server = StreamServer(echo, SECRET)
+            port.append((await server.start())[1])
+            while port[-1] != 0:
+                await asyncio.sleep(0.01)
+            await server.close()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not port:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    client = StreamClient(("127.0.0.1", port[0]), SECRET)
+
+    async def call() -> tuple[bool, bytes | None]:
+        return await client.start("m", b"x", 2.0)
+
+    assert asyncio.run(call()) == (True, b"m:x")
+    assert asyncio.run(call()) == (True, b"m:x")  # the first loop is closed: a new connection
+
+    async def from_a_second_loop() -> None:
+        assert await client.start("m", b"y", 2.0) == (True, b"m:y")
+        with pytest.raises(RuntimeError, match="second event loop"):
+            stream_loop.run_blocking(call, 2.0)
+        await client.close()
+
+    asyncio.run(from_a_second_loop())
+    assert client.stats()["connects"] == 3
+    port.append(0)
+    thread.join(5)
+
+
 def test_default_limit_and_validation() -> None:
     assert MAX_FRAME_BYTES == 64 * 1024 * 1024
     with pytest.raises(ValueError, match="handshake_timeout_s"):
