@@ -30,6 +30,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RAY_PACKAGES = frozenset({"ray", "raykv", "kvraft", "shardctrler", "shardkv", "actors"})
+#: modules of those packages that never import Ray (the stream layer: plain asyncio)
+RAY_FREE_MODULES = frozenset({f"actors.stream_{m}" for m in ("frames", "auth", "server", "client", "faults",
+                                                             "loop")})
 SKIP_MARK = re.compile(r"<!--\s*not executed:\s*(.*?)\s*-->")
 PROCESS_TIMEOUT_S = 240
 
@@ -43,19 +46,23 @@ class Example:
     code: str
     skip_reason: str | None    # from a ``<!-- not executed: ... -->`` line just above, else None
 
-    def imports(self) -> set[str]:
-        """The top-level packages the block imports."""
+    def modules(self) -> set[str]:
+        """The modules the block imports, by their full names."""
         found = set()
         for node in ast.walk(ast.parse(self.code, self.name)):
             if isinstance(node, ast.Import):
-                found.update(a.name.split(".")[0] for a in node.names)
+                found.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module.split(".")[0])
+                found.add(node.module)
         return found
+
+    def imports(self) -> set[str]:
+        """The top-level packages the block imports."""
+        return {m.split(".")[0] for m in self.modules()}
 
     @property
     def uses_ray(self) -> bool:
-        return bool(self.imports() & RAY_PACKAGES)
+        return any(m.split(".")[0] in RAY_PACKAGES for m in self.modules() - RAY_FREE_MODULES)
 
     @property
     def owns_ray(self) -> bool:
