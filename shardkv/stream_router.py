@@ -227,7 +227,10 @@ class StreamRouter:
 
     def set_faults(self, faults: Any) -> None:
         """Apply ``faults`` (a :class:`~actors.stream_faults.StreamFaults`, or ``None``: the shared
-        connections) to calls from now on; this router's own connections are closed (each on its loop)."""
+        connections) to calls from now on; this router's own connections are closed (each on its loop).
+        The same object again changes nothing (its settings are read at every call)."""
+        if faults is self.faults:
+            return
         self.faults = faults
         for loop, state in list(self._loops.items()):
             clients = list(state.clients.values())

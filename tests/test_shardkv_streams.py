@@ -206,8 +206,9 @@ def test_unreliable_streams_with_joins_leaves_and_a_crash_stay_linearizable(stre
     """The sharded generic test's shape on the stream transport's seeded fault hook: every replica's
     streams (Raft, and a shard replica's calls to other groups and the controller) and every clerk's
     lose 10 % of requests and replies and delay the rest; three clients append unique tokens and read
-    while groups join and leave and a replica crashes and restarts; every operation completes, and the
-    whole history (final reads included) is linearizable."""
+    while groups join and leave, a replica crashes and restarts, and a group's leader is cut off from
+    its peers and healed; every operation completes, and the whole history (final reads included) is
+    linearizable."""
     import random
 
     from actors.stream_faults import StreamFaults
@@ -271,6 +272,17 @@ def test_unreliable_streams_with_joins_leaves_and_a_crash_stay_linearizable(stre
             await asyncio.sleep(0.5)
             await victim.start(2, ("stream", secret, {j: await r.stream_address()
                                                       for j, r in enumerate(groups[1]) if r is not victim}))
+            # group 2's leader is cut off from its peers (both directions: a partition) for a while
+            g2 = groups[2]
+            lead = next((r for r in g2 if r.core is not None and r.core.is_leader), g2[0])
+            others = [r for r in g2 if r is not lead]
+            await lead.set_stream_faults({"cut": [r.spec.peer_id for r in others]})
+            for r in others:
+                await r.set_stream_faults({"cut": [lead.spec.peer_id]})
+            await asyncio.sleep(1.5)
+            assert lead._stream_faults.counts["cut"] > 0, "the partition cut nothing"
+            for r in g2:
+                await r.set_stream_faults({"cut": []})
             await asyncio.sleep(1.0)
             await admin.leave([1], timeout=30)
             await asyncio.sleep(1.5)
