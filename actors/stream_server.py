@@ -12,7 +12,8 @@ Invariants:
   the reason, and counted in ``stats()["refused"]`` (before authentication) or ``["closed"]`` (after).
 - A handler exception is logged and answered ``NO_ANSWER``; it never closes the connection or the
   server. No task of the server ends with an unhandled exception.
-- Memory is bounded: a frame body is at most ``max_frame`` bytes (checked before it is read), a
+- Memory is bounded: at most ``max_handshakes`` connections are in their handshake at once (more are
+  refused at once), a frame body is at most ``max_frame`` bytes (checked before it is read), a
   connection has at most ``max_in_flight`` requests running (beyond that the server stops reading it,
   so TCP pushes back on the client), and a reply waits for ``drain()`` when the client reads slowly.
 - Every task is tracked: connection tasks and request tasks are cancelled by :meth:`close`. A request
@@ -53,6 +54,8 @@ Handler = Callable[[str, bytes], Awaitable[bytes | None]]
 MAX_IN_FLIGHT = 4096
 #: the StreamReader buffer size of a connection (bigger than asyncio's 64 KiB: fewer pauses on big frames)
 READ_BUFFER_BYTES = 1024 * 1024
+#: connections that may be in their handshake at once (beyond that, new ones are refused at once)
+MAX_HANDSHAKES = 256
 #: how long :meth:`StreamServer.close` lets running handlers finish before cancelling them
 CLOSE_GRACE_S = 1.0
 
@@ -80,14 +83,16 @@ class StreamServer:
 
     def __init__(self, handler: Handler, secret: bytes, *, host: str = "127.0.0.1", port: int = 0,
                  max_frame: int = MAX_FRAME_BYTES, handshake_timeout_s: float = 2.0, label: str = "",
-                 max_in_flight: int = MAX_IN_FLIGHT, close_grace_s: float = CLOSE_GRACE_S) -> None:
+                 max_in_flight: int = MAX_IN_FLIGHT, close_grace_s: float = CLOSE_GRACE_S,
+                 max_handshakes: int = MAX_HANDSHAKES) -> None:
         if max_frame < 64:
             raise ValueError(f"max_frame={max_frame} is too small to carry a frame; use at least 64 bytes")
         if not handshake_timeout_s > 0:
             raise ValueError(f"handshake_timeout_s={handshake_timeout_s} must be a positive number of "
                              f"seconds")
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight={max_in_flight} must be at least 1")
+        if max_in_flight < 1 or max_handshakes < 1:
+            raise ValueError(f"max_in_flight={max_in_flight} and max_handshakes={max_handshakes} must be at "
+                             f"least 1")
         self.handler = handler
         self.secret = check_secret(secret)
         self.host, self.port = host, port
@@ -95,6 +100,8 @@ class StreamServer:
         self.handshake_timeout_s = handshake_timeout_s
         self.max_in_flight = max_in_flight
         self.close_grace_s = close_grace_s
+        self.max_handshakes = max_handshakes
+        self._handshaking: set[asyncio.Task[None]] = set()  # accepted, not yet authenticated or refused
         self.label = label
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
@@ -161,12 +168,21 @@ class StreamServer:
         if self._closing:
             writer.close()
             return
+        if len(self._handshaking) >= self.max_handshakes:
+            self._refused["too_many_handshakes"] += 1
+            log.warning("stream server %s: refused %s: %d connections are already in their handshake (a "
+                        "flood of unauthenticated connections?)", self._name(), peer_name(writer),
+                        len(self._handshaking))
+            writer.close()
+            return
         task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer))
         self._connections[task] = writer
+        self._handshaking.add(task)
         task.add_done_callback(self._forget_connection)
 
     def _forget_connection(self, task: asyncio.Task[None]) -> None:
         self._connections.pop(task, None)
+        self._handshaking.discard(task)
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_name(writer)
@@ -179,6 +195,8 @@ class StreamServer:
                 self._refused[e.key] += 1
                 log.warning("stream server %s: refused %s: %s", self._name(), peer, e.reason)
                 return
+            finally:
+                self._handshaking.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._counts["authenticated"] += 1
             while True:
                 await in_flight.acquire()

@@ -108,6 +108,28 @@ def test_many_calls_multiplexed_on_one_connection_with_replies_out_of_order() ->
     run(main)
 
 
+def test_a_connection_runs_at_most_max_in_flight_requests_and_the_rest_wait_in_tcp() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def gated(method: str, payload: bytes) -> bytes:
+            await release.wait()
+            return payload
+
+        server = StreamServer(gated, SECRET, max_in_flight=3)
+        client = StreamClient(await server.start(), SECRET)
+        calls = [asyncio.ensure_future(client.start("g", b"%d" % i, 5.0)) for i in range(10)]
+        await until(lambda: server.stats()["requests_running"] == 3)
+        await asyncio.sleep(0.05)  # give the server every chance to read more: it must not
+        assert server.stats()["requests_running"] == 3 and server.stats()["frames_in"] == 3
+        release.set()
+        assert await asyncio.gather(*calls) == [(True, b"%d" % i) for i in range(10)]
+        await client.close()
+        await server.close()
+
+    run(main)
+
+
 def test_a_handler_exception_or_refusal_is_no_answer_and_the_server_lives(
         caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:

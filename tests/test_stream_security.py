@@ -250,6 +250,34 @@ def test_half_open_connections_are_closed_at_the_timeout_while_others_are_served
     assert sum("no valid handshake within 1 s" in x for x in refusals(caplog)) == 30
 
 
+def test_a_flood_of_unauthenticated_connections_is_capped() -> None:
+    """Beyond ``max_handshakes`` connections in their handshake, new ones are refused at once (bounded
+    memory under a flood); once the flood times out, a good client is served again."""
+
+    async def main() -> None:
+        calls: list[bytes] = []
+
+        async def handler(method: str, payload: bytes) -> bytes:
+            calls.append(payload)
+            return payload
+
+        server = StreamServer(handler, SECRET, handshake_timeout_s=0.5, max_handshakes=5, label="victim")
+        address = await server.start()
+        flood = [await asyncio.open_connection(*address) for _ in range(12)]
+        try:
+            await asyncio.gather(*(closed_by_server(r, 3.0) for r, _ in flood))
+        finally:
+            for _, w in flood:
+                w.close()
+        assert server.stats()["refused"] == {"too_many_handshakes": 7, "timeout": 5}
+        client = StreamClient(address, SECRET)
+        assert await client.start("m", b"ok", 2.0) == (True, b"ok") and calls == [b"ok"]
+        await client.close()
+        await server.close()
+
+    asyncio.run(main())
+
+
 def test_a_client_refuses_a_server_without_the_secret() -> None:
     """Mutual: a client that reached an impostor (another service, a reused port) sends it nothing."""
 
