@@ -112,6 +112,8 @@ class StreamRouter:
         self.connect_timeout_s = connect_timeout_s
         self._lookup: Lookup = lookup or self._ray_lookup
         self._addresses: dict[str, Address] = {}
+        #: servers whose cached address comes from a lookup not yet applied to their connection
+        self._fresh: set[str] = set()
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         #: lookups made (each one a Ray call with the default lookup), for tests and status
         self.lookups = 0
@@ -168,6 +170,7 @@ class StreamRouter:
             return None
         address = (str(found[0]), int(found[1]))
         self._addresses[server] = address
+        self._fresh.add(server)
         return address
 
     async def _ray_lookup(self, server: str) -> Address | None:
@@ -193,7 +196,10 @@ class StreamRouter:
 
     def _client(self, state: _LoopState, server: str, address: Address) -> Any:
         """The connection to ``server`` on this loop (the shared one unless this router has a fault
-        hook), moved to ``address`` if that changed."""
+        hook). Where it points elsewhere than ``address``: a fresh lookup moves it there; an older
+        cached address is replaced by the connection's (another router of the process moved the
+        shared connection after a lookup of its own more recent than this router's cache), so that
+        routers never move a shared connection back and forth."""
         from actors.stream_client import StreamClient
 
         if self.faults is None:
@@ -206,7 +212,11 @@ class StreamRouter:
             client = clients[key] = StreamClient(address, self.secret, label=server, faults=self.faults,
                                                  connect_timeout_s=self.connect_timeout_s)
         elif tuple(client.address) != address:
-            client.set_address(address)
+            if server in self._fresh or self.faults is not None:
+                client.set_address(address)
+            else:
+                self._addresses[server] = tuple(client.address)  # type: ignore[assignment]
+        self._fresh.discard(server)
         return client
 
     async def close(self) -> None:

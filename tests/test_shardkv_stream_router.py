@@ -242,3 +242,29 @@ def test_connections_are_shared_per_loop_and_closed_loops_are_forgotten() -> Non
     first, _, _ = _run(once())
     second, _, _ = _run(once())
     assert first.is_closed() and first not in sr._SHARED and second in sr._SHARED
+
+
+def test_a_router_with_an_older_address_follows_the_shared_connection() -> None:
+    """Two routers share a connection; one finds a moved server again (one failed call, one lookup);
+    the other, whose cache still holds the old address, follows the shared connection at once (no
+    failed call, no lookup) instead of moving it back."""
+    async def main() -> None:
+        s = _Servers()
+        await s.add("g2-1")
+        a, b = StreamRouter(SECRET, lookup=s.lookup), StreamRouter(SECRET, lookup=s.lookup)
+        try:
+            assert (await a.acall("g2-1", "kv", ((1,),), 5.0))[0] == "ok"
+            assert (await b.acall("g2-1", "kv", ((1,),), 5.0))[0] == "ok"
+            await s.remove("g2-1")
+            new = await s.add("g2-1")
+            assert await a.acall("g2-1", "kv", ((2,),), 5.0) is None
+            assert (await a.acall("g2-1", "kv", ((3,),), 5.0))[0] == "ok" and a.address("g2-1") == new
+            assert b.address("g2-1") != new, "b's cache is older"
+            lookups = b.lookups
+            assert (await b.acall("g2-1", "kv", ((4,),), 5.0))[0] == "ok"
+            assert b.address("g2-1") == new and b.lookups == lookups, "b followed without a lookup"
+            assert (await a.acall("g2-1", "kv", ((5,),), 5.0))[0] == "ok" and a.lookups == 2
+        finally:
+            await s.close()
+
+    _run(main())
