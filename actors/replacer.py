@@ -242,6 +242,11 @@ class Replacer:
                                                  return_exceptions=True)
                     peers |= {p: tuple(a) for p, a in zip(missing, found, strict=True)
                               if isinstance(a, (tuple, list))}
+                unknown = sorted(p for p in members if p not in peers)
+                if unknown:  # it would never learn them: start it once every live member's address is known
+                    self._note(f"waiting: the stream address of {', '.join(f'P{p}' for p in unknown)} is not "
+                               f"known yet; P{new} starts once it is")
+                    return
                 transport: tuple = ("stream", secret, peers)
             else:
                 me = ray.get_runtime_context().current_actor

@@ -139,3 +139,25 @@ def test_a_member_whose_listener_is_not_open_is_told_later(monkeypatch: pytest.M
         assert leader.told == [(3, ADDR[3])] and ("add_peer", (3, ADDR[3])) in handles[1].calls
 
     asyncio.run(main())
+
+
+def test_the_replacement_starts_only_once_every_live_member_s_address_is_known(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replacer, "_log_to_stderr", lambda: None)
+
+    async def main() -> None:
+        leader = _Leader()
+        leader.transport = StreamTransport({2: ADDR[2]}, SECRET, label="g-0")  # P1's address unknown here
+        r = Replacer(leader, ReplaceOptions(directory=None, gid=1))  # type: ignore[arg-type]
+        handles = {p: _Handle(p) for p in range(4)}
+        handles[1].listening = False  # and P1 does not say (yet)
+        await r._wire(1, leader.core, 3, handles, {1: "node-b"}, {2})
+        assert "start" not in [c[0] for c in handles[3].calls] and leader.changes == []
+        assert r.last is not None and "P1 is not known yet" in r.last
+        handles[1].listening = True
+        await r._wire(1, leader.core, 3, handles, {1: "node-b"}, {2})
+        start = next(args for name, args in handles[3].calls if name == "start")
+        assert start == (1, ("stream", SECRET, {0: ADDR[0], 1: ADDR[1]}))
+        assert leader.changes == [(ADD_LEARNER, 3)]
+
+    asyncio.run(main())
