@@ -15,7 +15,7 @@ space, follow the shard controller's configurations one at a time, move shards b
 The same shape as :mod:`kvraft` and :mod:`shardctrler`: ``statemachine.py`` (pure: shards, their
 statuses, configurations, migration and garbage collection), ``server.py`` (the replica actor's RPCs
 and the leader's background work), ``clerk.py`` and ``async_clerk.py``, ``errors.py``, ``ops.py``,
-``endpoints.py`` (reaching servers by name), ``group.py``. See docs/sharded-kv.md.
+``endpoints.py`` and ``stream_router.py`` (reaching servers by name), ``group.py``. See docs/sharded-kv.md.
 """
 
 from typing import Any
@@ -33,6 +33,7 @@ _LAZY = {
     "NetworkRouter": "shardkv.endpoints",
     "ShardGroup": "shardkv.group",
     "ShardKVReplica": "shardkv.server",
+    "StreamRouter": "shardkv.stream_router",
     "make_async_clerk": "shardkv.group",
     "make_clerk": "shardkv.group",
     "shardkv_replica_actor": "shardkv.server",
@@ -62,6 +63,7 @@ __all__ = [
     "ShardKVRequestError",
     "ShardKVStateMachine",
     "ShardKVTimeoutError",
+    "StreamRouter",
     "make_async_clerk",
     "make_clerk",
     "shardkv_replica_actor",
