@@ -385,7 +385,7 @@ class ServiceGroup:
             raise ValueError(f"{self.describe()} runs on the {self.transport!r} transport; restart_replica "
                              "needs 'stream' or 'direct'")
         ray.kill(self.replicas[i], no_restart=True)
-        new = self._respawn(i)
+        new = self._respawn_when_free(i, timeout)
         others = [j for j in range(self.n) if j != i]
         if self.transport == "stream":
             assert self.secret is not None
@@ -401,6 +401,19 @@ class ServiceGroup:
         if self.transport == "stream":
             self.addresses[i] = endpoint
         self.nodes[i] = nodes_of([new])[0]
+
+    def _respawn_when_free(self, i: int, timeout: float) -> Any:
+        """The new actor of replica ``i``; a named one is retried while Ray still holds the name of
+        the actor just killed (the name is released once that actor is dead)."""
+        assert self._respawn is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._respawn(i)
+            except ValueError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _republish(self, i: int, endpoint: Any, others: list[int], timeout: float) -> None:
         """Tell every other replica how to reach replica ``i`` now (one that cannot be reached is
