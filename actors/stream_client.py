@@ -22,7 +22,9 @@ Invariants:
 - Every task (connection attempts, readers) is tracked and cancelled by :meth:`close`; none ends with
   an unhandled exception. A client belongs to the event loop it is first used on.
 - Reconnection is lazy: the first call after a failure opens a new connection; concurrent calls
-  share one attempt.
+  share one attempt. A call that times out with nothing at all received on its connection since it
+  was sent drops the connection (a crashed host sends no FIN: without this, calls would queue behind
+  a silent socket until TCP gave up, minutes later).
 
 Nothing here imports Ray.
 """
@@ -60,7 +62,7 @@ _FAILED: Outcome = (False, None)
 class _Connection:
     """One authenticated connection and the calls waiting on it (``pending``: request id -> future)."""
 
-    __slots__ = ("address", "alive", "held", "loop", "pending", "reader", "reader_task", "writer")
+    __slots__ = ("address", "alive", "held", "last_rx", "loop", "pending", "reader", "reader_task", "writer")
 
     def __init__(self, address: tuple[str, int], reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop) -> None:
@@ -72,6 +74,7 @@ class _Connection:
         self.held: set[asyncio.TimerHandle] = set()  # replies a fault hook is delaying
         self.reader_task: asyncio.Task[None] | None = None
         self.alive = True
+        self.last_rx = loop.time()  # when the last frame arrived (or the connection was made)
 
 
 class StreamClient:
@@ -109,9 +112,11 @@ class StreamClient:
     def stats(self) -> dict[str, int]:
         """Counters: calls, replies, no_answer, timeouts, failed (connection lost or refused), connects,
         connect_failures, late_replies, dropped_requests / dropped_replies (fault hook), oversized,
-        congested; ``pending``: calls waiting now."""
+        congested, silent_drops (connections dropped because a call timed out with nothing received);
+        ``pending``: calls waiting now."""
         keys = ("calls", "replies", "no_answer", "timeouts", "failed", "connects", "connect_failures",
-                "late_replies", "dropped_requests", "dropped_replies", "oversized", "congested")
+                "late_replies", "dropped_requests", "dropped_replies", "oversized", "congested",
+                "silent_drops")
         pending = len(self._conn.pending) if self._conn is not None else 0
         return {**{k: self._counts[k] for k in keys}, "pending": pending}
 
@@ -143,10 +148,10 @@ class StreamClient:
         conn = self._conn
         if delay <= 0 and conn is not None and conn.alive:
             if not conn.writer.is_closing():
-                sent = self._send(conn, method, payload)
+                sent = self._send(conn, method, payload, timeout_s)
                 if sent is None:
                     return _outcome(_FAILED)
-                return self._wait(conn, sent[0], sent[1], timeout_s)
+                return self._wait(conn, *sent)
             self._drop(conn, "the connection was closing")
         return self._connect_then_call(method, payload, timeout_s, delay)
 
@@ -189,9 +194,11 @@ class StreamClient:
 
     # -- sending and waiting ------------------------------------------------------------------------
 
-    def _send(self, conn: _Connection, method: str,
-              payload: bytes) -> tuple[int, asyncio.Future[Outcome]] | None:
-        """Write one request frame now; ``None`` if the link is congested (the call fails)."""
+    def _send(self, conn: _Connection, method: str, payload: bytes,
+              timeout_s: float) -> tuple[int, asyncio.Future[Outcome], asyncio.TimerHandle] | None:
+        """Write one request frame now and start its timeout clock; ``None`` if the link is congested
+        (the call fails). The timer also removes the call from ``pending``, so a call is cleaned up
+        even if nobody awaits it."""
         transport = conn.writer.transport
         if transport.get_write_buffer_size() > self.max_buffered:
             self._counts["congested"] += 1
@@ -201,21 +208,33 @@ class StreamClient:
         fut: asyncio.Future[Outcome] = conn.loop.create_future()
         conn.pending[request_id] = fut
         conn.writer.write(encode_frame(request_id, REQUEST, method, payload))
-        return request_id, fut
+        loop = conn.loop
+        timer = loop.call_at(loop.time() + max(0.0, timeout_s), self._expire, conn, request_id, fut,
+                             loop.time())
+        return request_id, fut, timer
 
-    async def _wait(self, conn: _Connection, request_id: int, fut: asyncio.Future[Outcome],
-                    timeout_s: float) -> Outcome:
-        timer = conn.loop.call_later(max(0.0, timeout_s), self._expire, fut)
+    @staticmethod
+    async def _wait(conn: _Connection, request_id: int, fut: asyncio.Future[Outcome],
+                    timer: asyncio.TimerHandle) -> Outcome:
         try:
             return await fut
         finally:
             timer.cancel()
             conn.pending.pop(request_id, None)
 
-    def _expire(self, fut: asyncio.Future[Outcome]) -> None:
-        if not fut.done():
-            self._counts["timeouts"] += 1
-            fut.set_result(_FAILED)
+    def _expire(self, conn: _Connection, request_id: int, fut: asyncio.Future[Outcome], sent: float) -> None:
+        """A call ran out of time. If nothing at all arrived on its connection since it was sent, the
+        peer is dead or stalled (a crashed host sends no FIN): drop the connection, so that the calls
+        after it reconnect instead of queueing behind a silent socket."""
+        conn.pending.pop(request_id, None)
+        if fut.done():
+            return
+        self._counts["timeouts"] += 1
+        fut.set_result(_FAILED)
+        if conn.alive and conn.last_rx < sent:
+            self._counts["silent_drops"] += 1
+            self._drop(conn, f"nothing received for {conn.loop.time() - sent:.2f} s while a call waited "
+                             f"(the peer is dead or stalled)")
 
     async def _lost(self, delay: float, timeout_s: float) -> Outcome:
         """A request the fault hook dropped: it fails after ``delay`` (capped by the call's timeout)."""
@@ -236,10 +255,10 @@ class StreamClient:
         if conn is None:
             self._counts["failed"] += 1
             return _FAILED
-        sent = self._send(conn, method, payload)
+        sent = self._send(conn, method, payload, deadline - loop.time())
         if sent is None:
             return _FAILED
-        return await self._wait(conn, sent[0], sent[1], deadline - loop.time())
+        return await self._wait(conn, *sent)
 
     # -- connections ----------------------------------------------------------------------------------
 
@@ -317,6 +336,7 @@ class StreamClient:
         try:
             while True:
                 frame = await read_frame(conn.reader, self.max_frame)
+                conn.last_rx = conn.loop.time()
                 if frame.kind == REQUEST:
                     raise FrameError("the server sent a REQUEST frame; only REPLY and NO_ANSWER go from "
                                      "server to client", key="unexpected_kind")

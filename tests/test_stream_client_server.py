@@ -252,12 +252,62 @@ def test_a_call_times_out_and_its_late_reply_is_discarded() -> None:
         client = StreamClient(await server.start(), SECRET)
         assert await client.start("s", b"0", 2.0) == (True, b"0")
         t0 = time.monotonic()
-        assert await client.start("s", b"0.3", 0.05) == (False, None)
-        assert 0.04 < time.monotonic() - t0 < 0.25
+        late = client.start("s", b"0.3", 0.1)
+        assert await client.start("s", b"0", 2.0) == (True, b"0")  # the connection is seen alive meanwhile
+        assert await late == (False, None)
+        assert 0.09 < time.monotonic() - t0 < 0.3
         assert client.stats()["timeouts"] == 1 and client.stats()["pending"] == 0
-        await until(lambda: client.stats()["late_replies"] == 1)
-        assert await client.start("s", b"0", 2.0) == (True, b"0")  # the connection is fine
-        assert client.stats()["connects"] == 1
+        await until(lambda: client.stats()["late_replies"] == 1)  # arrived, discarded
+        assert client.connected and client.stats()["connects"] == 1
+        await client.close()
+        await server.close()
+
+    run(main)
+
+
+def test_the_timeout_runs_from_start_and_cleans_up_a_call_nobody_awaits() -> None:
+    async def main() -> None:
+        async def slow(method: str, payload: bytes) -> bytes:
+            await asyncio.sleep(0.2)
+            return payload
+
+        server = StreamServer(slow, SECRET)
+        client = StreamClient(await server.start(), SECRET)
+        assert await client.start("s", b"warm", 2.0) == (True, b"warm")
+        forgotten = client.start("s", b"x", 0.05)
+        forgotten.close()  # never awaited
+        await until(lambda: client.stats()["pending"] == 0 and client.stats()["timeouts"] == 1)
+        pending = client.start("s", b"y", 0.05)
+        await asyncio.sleep(0.1)  # the caller comes back after the deadline: the clock ran from start()
+        assert await pending == (False, None)
+        await client.close()
+        await server.close()
+
+    run(main)
+
+
+def test_a_call_that_times_out_on_a_silent_connection_drops_it() -> None:
+    """A peer that stops answering without closing (a crashed host sends no FIN): the connection is
+    dropped at the first timeout with nothing received, and the next call connects afresh."""
+
+    async def main() -> None:
+        stalled = asyncio.Event()
+
+        async def handler(method: str, payload: bytes) -> bytes:
+            if method == "stall":
+                await stalled.wait()
+            return payload
+
+        server = StreamServer(handler, SECRET, close_grace_s=0.1)
+        client = StreamClient(await server.start(), SECRET)
+        assert await client.start("ok", b"1", 2.0) == (True, b"1")
+        other = asyncio.ensure_future(client.start("stall", b"2", 5.0))
+        assert await client.start("stall", b"3", 0.1) == (False, None)
+        assert client.stats()["silent_drops"] == 1 and not client.connected
+        assert await other == (False, None)  # failed with its connection, not at its 5 s timeout
+        assert await client.start("ok", b"4", 2.0) == (True, b"4")
+        assert client.stats()["connects"] == 2
+        stalled.set()
         await client.close()
         await server.close()
 
