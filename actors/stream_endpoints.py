@@ -128,8 +128,8 @@ class StreamEndpoints:
     def _client(self, server: int, loop: asyncio.AbstractEventLoop) -> Any:
         clients = self._clients.get(loop)
         if clients is None:
-            for old in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[old]  # connections of a loop that is gone
+            for old in [lp for lp in list(self._clients) if lp.is_closed()]:
+                self._clients.pop(old, None)  # connections of a loop that is gone
             clients = self._clients[loop] = {}
         client = clients.get(server)
         if client is None:
