@@ -180,6 +180,8 @@ class StreamClient:
     async def close(self) -> None:
         """Fail every pending call, close the connection and wait for this client's tasks to end."""
         self._closed = True
+        if self._conn is not None and self._conn.loop is not asyncio.get_running_loop():
+            self._other_loop(self._conn.loop)
         conn = self._conn
         if conn is not None:
             self._drop(conn, "the client closed", quiet=True)
