@@ -17,8 +17,9 @@ Invariants:
   a call's entry is also removed when it is answered, times out or is cancelled.
 - Memory is bounded: a request larger than ``max_frame`` fails at once (it would only get the
   connection closed by the server), and so does a request while more than ``max_buffered`` bytes
-  wait in the socket's write buffer (a congested link loses messages, as any network does; Raft
-  resends) — the caller is never blocked by a slow peer.
+  (4 MiB) wait in the socket's write buffer, so at most that plus one frame ever waits there (a
+  congested link loses messages, as any network does; Raft resends): the caller is never blocked by a
+  slow peer.
 - Every task (connection attempts, readers) is tracked and cancelled by :meth:`close`; none ends with
   an unhandled exception. A client belongs to the event loop it is first used on.
 - Reconnection is lazy: the first call after a failure opens a new connection; concurrent calls
@@ -56,6 +57,8 @@ from actors.stream_server import READ_BUFFER_BYTES, tune_socket
 log = logging.getLogger("raykv.stream")
 
 Outcome = tuple[bool, bytes | None]
+#: a new request fails at once while more than this waits in the connection's write buffer
+MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 _FAILED: Outcome = (False, None)
 
 
@@ -88,7 +91,7 @@ class StreamClient:
         self._address = _check_address(address)
         self.secret = check_secret(secret)
         self.max_frame = max_frame
-        self.max_buffered = max_frame if max_buffered is None else max_buffered
+        self.max_buffered = MAX_BUFFERED_BYTES if max_buffered is None else max_buffered
         self.connect_timeout_s = connect_timeout_s
         self.label = label
         self.faults = faults

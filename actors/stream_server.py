@@ -15,7 +15,9 @@ Invariants:
 - Memory is bounded: at most ``max_handshakes`` connections are in their handshake at once (more are
   refused at once), a frame body is at most ``max_frame`` bytes (checked before it is read), a
   connection has at most ``max_in_flight`` requests running (beyond that the server stops reading it,
-  so TCP pushes back on the client), and a reply waits for ``drain()`` when the client reads slowly.
+  so TCP pushes back on the client), and when the client reads slowly a reply waits for ``drain()``
+  before it is written (one at a time), so at most the write buffer's high-water mark (64 KiB) plus one
+  frame waits in memory per connection.
 - Every task is tracked: connection tasks and request tasks are cancelled by :meth:`close`. A request
   whose connection drops is *not* interrupted (the work a peer asked for is done or not, exactly as
   with a Ray actor call whose caller went away); its reply is discarded.
@@ -187,6 +189,7 @@ class StreamServer:
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_name(writer)
         in_flight = asyncio.Semaphore(self.max_in_flight)
+        drain_lock = asyncio.Lock()  # one drain() at a time per connection (Python 3.10 allows no more)
         try:
             tune_socket(writer)
             try:
@@ -206,7 +209,7 @@ class StreamServer:
                     raise FrameError(f"a client sent a {KIND_NAMES[frame.kind]} frame; only REQUEST frames "
                                      f"go from client to server", key="unexpected_kind")
                 request = asyncio.create_task(self._answer(frame.request_id, frame.method, frame.payload,
-                                                           writer, in_flight))
+                                                           writer, in_flight, drain_lock))
                 self._requests.add(request)
                 request.add_done_callback(self._requests.discard)
         except ConnectionClosed:
@@ -228,7 +231,7 @@ class StreamServer:
             writer.close()
 
     async def _answer(self, request_id: int, method: str, payload: bytes, writer: asyncio.StreamWriter,
-                      in_flight: asyncio.Semaphore) -> None:
+                      in_flight: asyncio.Semaphore, drain_lock: asyncio.Lock) -> None:
         """Run the handler for one request and write its reply; never raises (but may be cancelled)."""
         try:
             try:
@@ -249,16 +252,26 @@ class StreamServer:
                 log.warning("stream server %s: reply to %r of %d bytes is over the %d-byte frame limit; "
                             "answered NO_ANSWER", self._name(), method, len(reply), self.max_frame)
                 reply = None
-            if writer.is_closing():
-                return  # the connection is gone: the reply has nowhere to go
             if reply is None:
                 self._counts["no_answer"] += 1
-                writer.write(encode_frame(request_id, NO_ANSWER, "", b""))
+                frame = encode_frame(request_id, NO_ANSWER, "", b"")
             else:
-                writer.write(encode_frame(request_id, REPLY, "", reply))
+                frame = encode_frame(request_id, REPLY, "", reply)
+            transport = writer.transport
+            high_water = transport.get_write_buffer_limits()[1]
+            if drain_lock.locked() or transport.get_write_buffer_size() > high_water:
+                # the client reads slower than we answer: wait for room *before* writing, one reply at a
+                # time, so that at most the high-water mark plus one frame waits in memory
+                async with drain_lock:
+                    await writer.drain()
+                    if writer.is_closing():
+                        return
+                    writer.write(frame)
+            elif writer.is_closing():
+                return  # the connection is gone: the reply has nowhere to go
+            else:
+                writer.write(frame)
             self._counts["frames_out"] += 1
-            if writer.transport.get_write_buffer_size():  # the socket did not take it all: wait for room
-                await writer.drain()
         except OSError:
             pass  # the connection broke: its reader reports it
         finally:

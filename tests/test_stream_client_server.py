@@ -130,6 +130,35 @@ def test_a_connection_runs_at_most_max_in_flight_requests_and_the_rest_wait_in_t
     run(main)
 
 
+def test_replies_to_a_client_that_does_not_read_wait_in_drain_not_in_memory() -> None:
+    async def main() -> None:
+        from actors.stream_auth import client_handshake
+        from actors.stream_frames import REPLY, REQUEST, encode_frame, read_frame
+
+        big = b"r" * (1024 * 1024)  # 40 MiB in all: more than loopback socket buffers hold
+
+        async def handler(method: str, payload: bytes) -> bytes:
+            return big
+
+        server = StreamServer(handler, SECRET)
+        reader, writer = await asyncio.open_connection(*await server.start())
+        await client_handshake(reader, writer, SECRET, 2.0)
+        writer.write(b"".join(encode_frame(i, REQUEST, "m", b"") for i in range(40)))
+        await until(lambda: server.stats()["frames_in"] == 40)
+        await asyncio.sleep(0.1)  # the handlers are done at once; the replies cannot all leave
+        assert server.stats()["requests_running"] > 0  # waiting in drain() before writing
+        (server_writer,) = server._connections.values()
+        assert server_writer.transport.get_write_buffer_size() <= len(big) + 64 * 1024 + 100
+        frames = [await read_frame(reader, 2 << 20) for _ in range(40)]
+        assert sorted(f.request_id for f in frames) == list(range(40))
+        assert all(f.kind == REPLY and f.payload == big for f in frames)
+        await until(lambda: server.stats()["requests_running"] == 0)
+        writer.close()
+        await server.close()
+
+    run(main)
+
+
 def test_a_handler_exception_or_refusal_is_no_answer_and_the_server_lives(
         caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
