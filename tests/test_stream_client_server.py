@@ -6,6 +6,7 @@ Plain asyncio, no Ray. Waits are bounded polls of a condition, never sleeps stan
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import threading
@@ -38,14 +39,20 @@ async def until(condition: Callable[[], bool], within_s: float = 2.0) -> None:
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    """Run ``main`` and check it left no task of its own behind (every task tracked and closed)."""
+    """Run ``main`` and check it left no task of its own behind (every task tracked and closed) and that
+    nothing reached the loop's exception handler (no task or callback ended with an unhandled error)."""
+    errors: list[dict[str, object]] = []
 
     async def wrapper() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
         await main()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert others == [], f"tasks left running: {others}"
+        gc.collect()  # a task that died with an unretrieved exception reports it when collected
+        await asyncio.sleep(0)
 
     asyncio.run(wrapper())
+    assert errors == [], f"unhandled errors in the loop: {errors}"
 
 
 def test_calls_of_every_size_come_back() -> None:

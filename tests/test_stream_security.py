@@ -8,6 +8,7 @@ reason, and the server goes on serving a good client. Plain asyncio, no Ray.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import struct
@@ -57,7 +58,10 @@ def attack(body: Callable[[Service, tuple[str, int]], Awaitable[None]],
            handshake_timeout_s: float = HANDSHAKE_S) -> Service:
     """Run ``body`` against a fresh service, then check a good client is served and nothing got in."""
 
+    errors: list[dict[str, object]] = []
+
     async def main() -> Service:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
         service = Service(handshake_timeout_s)
         address = await service.server.start()
         try:
@@ -66,9 +70,13 @@ def attack(body: Callable[[Service, tuple[str, int]], Awaitable[None]],
             await service.serves_a_good_client()
         finally:
             await service.server.close()
+        gc.collect()  # a task that died with an unretrieved exception reports it when collected
+        await asyncio.sleep(0)
         return service
 
-    return asyncio.run(main())
+    service = asyncio.run(main())
+    assert errors == [], f"unhandled errors in the server's loop: {errors}"
+    return service
 
 
 async def closed_by_server(reader: asyncio.StreamReader, within_s: float = 2.0) -> bytes:
