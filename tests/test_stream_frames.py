@@ -11,6 +11,8 @@ import sys
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.stream_faults import StreamFaults
 from actors.stream_frames import (
@@ -118,6 +120,36 @@ def test_a_stream_that_ends_inside_a_frame_is_truncated(cut: int) -> None:
     data = encode_frame(1, REQUEST, "method", b"0123456789")
     e = frame_error(data[:cut])
     assert e.key == "truncated" and "ended inside" in e.reason
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**64 - 1), st.sampled_from([REQUEST, REPLY, NO_ANSWER]),
+                          st.text(max_size=12), st.binary(max_size=300)), min_size=1, max_size=8),
+       st.lists(st.integers(1, 97), min_size=1, max_size=30))
+def test_frames_decode_the_same_however_tcp_splits_the_stream(
+        frames: list[tuple[int, int, str, bytes]], cuts: list[int]) -> None:
+    data = b"".join(encode_frame(*f) for f in frames)
+
+    async def main() -> list[Frame]:
+        reader = asyncio.StreamReader()
+
+        async def feed() -> None:  # the bytes arrive in arbitrary pieces, with the reader waiting between
+            i, k = 0, 0
+            while i < len(data):
+                n = cuts[k % len(cuts)]
+                reader.feed_data(data[i:i + n])
+                i, k = i + n, k + 1
+                await asyncio.sleep(0)
+            reader.feed_eof()
+
+        feeder = asyncio.ensure_future(feed())
+        out = [await read_frame(reader, 1024) for _ in frames]
+        with pytest.raises(ConnectionClosed):
+            await read_frame(reader, 1024)
+        await feeder
+        return out
+
+    assert asyncio.run(main()) == [Frame(*f) for f in frames]
 
 
 def test_encode_refuses_the_callers_mistakes() -> None:
