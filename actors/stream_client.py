@@ -318,7 +318,7 @@ class StreamClient:
         self._conn = conn
         self._counts["connects"] += 1
         if self._last_failure is not None:
-            log.warning("stream client %s: connected again", self._name())
+            log.info("stream client %s: connected again", self._name())
         self._last_failure = None
         return conn
 
