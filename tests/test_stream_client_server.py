@@ -206,7 +206,7 @@ def test_the_server_closing_fails_every_pending_call_at_once() -> None:
         t0 = time.monotonic()
         closing = asyncio.ensure_future(server.close())
         assert await asyncio.gather(*calls) == [(False, None)] * 50
-        assert time.monotonic() - t0 < 0.5  # at once, not at the 20 s timeout
+        assert time.monotonic() - t0 < 2.0  # at once, not at the 20 s timeout
         await closing
         assert server.stats()["requests_running"] == 0  # cancelled after the grace period
         assert client.stats()["pending"] == 0 and not client.connected
@@ -267,7 +267,7 @@ def test_set_address_moves_the_client_and_fails_calls_pending_on_the_old_one() -
         client.set_address(address_a)  # the same address: nothing happens
         assert client.connected and not stuck.done()
         client.set_address(address_b)
-        assert await asyncio.wait_for(stuck, 0.5) == (False, None)
+        assert await asyncio.wait_for(stuck, 2.0) == (False, None)  # at once, not at 20 s
         assert client.address == address_b
         assert await client.start("x", b"", 2.0) == (True, b"new")
         hold.set()
@@ -291,7 +291,7 @@ def test_a_call_times_out_and_its_late_reply_is_discarded() -> None:
         late = client.start("s", b"0.3", 0.1)
         assert await client.start("s", b"0", 2.0) == (True, b"0")  # the connection is seen alive meanwhile
         assert await late == (False, None)
-        assert 0.09 < time.monotonic() - t0 < 0.3
+        assert 0.09 < time.monotonic() - t0 < 1.5
         assert client.stats()["timeouts"] == 1 and client.stats()["pending"] == 0
         await until(lambda: client.stats()["late_replies"] == 1)  # arrived, discarded
         assert client.connected and client.stats()["connects"] == 1
@@ -360,8 +360,8 @@ def test_unreachable_addresses_oversized_requests_and_a_closed_client_fail_witho
         await client.close()
         blackhole = StreamClient(("10.255.255.1", 9), SECRET, connect_timeout_s=0.1)  # unroutable
         t0 = time.monotonic()
-        assert await blackhole.start("x", b"", 1.0) == (False, None)
-        assert time.monotonic() - t0 < 0.9
+        assert await blackhole.start("x", b"", 10.0) == (False, None)
+        assert time.monotonic() - t0 < 3.0  # the 0.1 s connect timeout, not the call's 10 s
         await blackhole.close()
 
         server = StreamServer(echo, SECRET, max_frame=1024)
@@ -394,7 +394,7 @@ def test_closing_the_client_fails_pending_calls_at_once(caplog: pytest.LogCaptur
         await until(lambda: server.stats()["requests_running"] == 10)
         t0 = time.monotonic()
         await client.close()
-        assert await asyncio.gather(*calls) == [(False, None)] * 10 and time.monotonic() - t0 < 0.5
+        assert await asyncio.gather(*calls) == [(False, None)] * 10 and time.monotonic() - t0 < 2.0
         await until(lambda: server.stats()["open"] == 0)
         await server.close()
 
@@ -417,7 +417,7 @@ def test_a_cut_destination_fails_after_a_short_delay_and_heals() -> None:
         t0 = time.monotonic()
         outcomes = await asyncio.gather(*(client.start("m", b"%d" % i, 2.0) for i in range(20)))
         assert outcomes == [(False, None)] * 20 and served == []
-        assert 0.03 < time.monotonic() - t0 < 0.5  # after 0-100 ms each (the longest of 20)
+        assert 0.03 < time.monotonic() - t0 < 1.5  # after 0-100 ms each (the longest of 20)
         faults.configure(cut=())
         assert await client.start("m", b"back", 2.0) == (True, b"back")
         await client.close()
