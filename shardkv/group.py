@@ -164,6 +164,10 @@ def start_group(
     group = ShardGroup(gid, started)
     if wait_for_leader:
         group.leader()
-    if join:
-        ctrler.clerk().join({gid: group.names}, timeout=30)
+    if join:  # through the transport the group uses (a controller clerk over this service's router)
+        from shardctrler.clerk import Clerk as CtrlerClerk
+        from shardkv.endpoints import CtrlerEndpoints
+
+        endpoints = CtrlerEndpoints(router_for(ctrler), tuple(ctrler.names)).ensure()
+        CtrlerClerk(endpoints, session_ttl=session_ttl).join({gid: group.names}, timeout=30)
     return group
