@@ -1,4 +1,4 @@
-"""The sharded KV's stream router (shardkv/stream_router.py) without Ray: real authenticated stream
+"""The sharded KV's stream router (shardkv/stream_router.py) without a Ray runtime: real authenticated stream
 servers (actors/stream_server.py) on loopback, and a lookup function of the test's own standing in for
 "ask the server's actor through Ray". What is checked: the address is looked up once and cached (one
 lookup shared by concurrent callers), a failed call with the connection down makes the router look the
@@ -268,3 +268,21 @@ def test_a_router_with_an_older_address_follows_the_shared_connection() -> None:
             await s.close()
 
     _run(main())
+
+
+def test_shard_groups_follow_the_controller_s_transport() -> None:
+    """``shardkv.start_group`` takes its routing from the controller it is given: its network, its
+    stream secret (with its replicas known by name), or direct calls. (Imports Ray's module; no
+    runtime.)"""
+    from types import SimpleNamespace
+
+    from shardkv.endpoints import DirectRouter, NetworkRouter
+    from shardkv.group import router_for, routing_for
+
+    ctrler = SimpleNamespace(names=("c-0", "c-1"), replicas=("h0", "h1"), network=None, secret=SECRET)
+    assert routing_for(ctrler) == ("stream", SECRET, {"c-0": "h0", "c-1": "h1"}, None)
+    router = router_for(ctrler)
+    assert isinstance(router, StreamRouter) and router.secret == SECRET and router.known["c-1"] == "h1"
+    assert routing_for(SimpleNamespace(**{**vars(ctrler), "secret": None}))[0] == "direct"
+    assert isinstance(router_for(SimpleNamespace(**{**vars(ctrler), "secret": None})), DirectRouter)
+    assert isinstance(router_for(SimpleNamespace(**{**vars(ctrler), "network": "net"})), NetworkRouter)
