@@ -64,7 +64,8 @@ class AsyncGroupClerk(GroupClerkCore):
         self.calls = 0  # calls sent (for benchmarks and tests: ops / calls is the batching factor)
 
     async def close(self) -> None:
-        """Stop the sender; queued operations fail with ``asyncio.CancelledError``."""
+        """Stop the sender; queued operations fail with ``asyncio.CancelledError``; the endpoint set's
+        connections on this event loop are closed (stream endpoints: a later call reconnects)."""
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -73,6 +74,9 @@ class AsyncGroupClerk(GroupClerkCore):
         for p in self._queue:
             p.future.cancel()
         self._queue.clear()
+        aclose = getattr(self._calls, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     async def _submit_op(self, op: Any, timeout: float | None) -> Any:
         """Queue the numbered ``op`` and return its result once a leader applied it."""

@@ -6,14 +6,17 @@
     ck.put("k", "v")
     group.stop()
 
-Replicas talk to each other directly (``transport="direct"``, the default) or through a reliable
-:class:`~actors.network.FaultyNetwork` actor (``transport="network"``, to measure what the tests'
-network costs), and persist to durable :class:`~actors.storage.FileStorage` in ``data_dir`` (a fresh
-temporary directory by default) unless ``storage="memory"``. Each replica is on its own node when the
-cluster has enough nodes, and the replicas are packed with a warning when it has not
-(:mod:`actors.placement`); a replica's storage directory is created on its node by the replica
-itself, and a temporary one is removed there by :meth:`KVGroup.stop`. All of this is the shared
-group shell, :mod:`actors.service_group`, as for the controller and the shard groups.
+Replicas talk to each other, and clerks to replicas, over authenticated asyncio streams
+(``transport="stream"``, the default: each replica listens on its node's address, published through
+its actor; the service's secret travels only through Ray; see docs/transports.md), through Ray actor
+calls (``transport="direct"``) or through a reliable :class:`~actors.network.FaultyNetwork` actor
+(``transport="network"``, to measure what the tests' network costs), and persist to durable
+:class:`~actors.storage.FileStorage` in ``data_dir`` (a fresh temporary directory by default) unless
+``storage="memory"``. Each replica is on its own node when the cluster has enough nodes, and the
+replicas are packed with a warning when it has not (:mod:`actors.placement`); a replica's storage
+directory is created on its node by the replica itself, and a temporary one is removed there by
+:meth:`KVGroup.stop`. All of this is the shared group shell, :mod:`actors.service_group`, as for the
+controller and the shard groups.
 
 Creating versus restarting. A ``data_dir`` that does not exist or is empty makes a new group: each
 replica's directory is created with an identity (group name, replica number, group size). Any other
@@ -37,7 +40,7 @@ from actors.service_group import ClerkGroup, start_replicas, warn_failed
 from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from kvraft.async_clerk import AsyncClerk
 from kvraft.clerk import Clerk
-from kvraft.endpoints import DirectEndpoints, NetworkEndpoints
+from kvraft.endpoints import DirectEndpoints, NetworkEndpoints, StreamEndpoints
 from kvraft.errors import GroupStartError
 from kvraft.server import kv_replica_actor
 from kvraft.statemachine import KVStateMachine
@@ -50,15 +53,17 @@ class KVGroup(ClerkGroup[Clerk, AsyncClerk]):
 
     Attributes: ``n``, ``name``, ``replicas`` (actor handles, index = peer id), ``data_dir`` (durable
     storage, on each replica's own node, or ``None`` for memory storage), ``network`` (the network
-    actor with ``transport="network"``, else ``None``), ``placement`` (where the replicas went:
-    :class:`~actors.placement.GroupPlacement`), ``nodes`` (the node id each replica ran on when the
-    group started), ``failed_at_start`` (peer id -> why that replica did not start; empty when all
-    did). ``status()`` reports each replica: alive, damaged, the reason, leader, term, and the Raft
-    core's status (see :meth:`actors.service_group.ServiceGroup.status`).
+    actor with ``transport="network"``, else ``None``), ``transport``, ``secret`` and ``addresses``
+    (the stream transport's; see :class:`~actors.service_group.ServiceGroup`), ``placement`` (where
+    the replicas went: :class:`~actors.placement.GroupPlacement`), ``nodes`` (the node id each
+    replica ran on when the group started), ``failed_at_start`` (peer id -> why that replica did not
+    start; empty when all did). ``status()`` reports each replica: alive, damaged, the reason,
+    leader, term, and the Raft core's status (see :meth:`actors.service_group.ServiceGroup.status`).
     """
 
     direct_endpoints = DirectEndpoints
     network_endpoints = NetworkEndpoints
+    stream_endpoints = StreamEndpoints
     clerk_class = Clerk
     async_clerk_class = AsyncClerk
 
@@ -70,7 +75,7 @@ def start_group(
     n: int = 3,
     *,
     storage: str = "durable",
-    transport: str = "direct",
+    transport: str = "stream",
     data_dir: str | os.PathLike[str] | None = None,
     maxraftstate: int = -1,
     name: str | None = None,
@@ -90,10 +95,12 @@ def start_group(
     damaged or foreign storage) are left down and reported by :meth:`KVGroup.status`; if they are
     too many for a majority, the group is torn down and :class:`~kvraft.errors.GroupStartError`
     names each one with the reason.
-    ``transport``: ``"direct"`` (replica to replica, clerk to replica) or ``"network"`` (every call
-    through one reliable FaultyNetwork actor, as in the tests). ``maxraftstate``: snapshot when a
-    replica's persisted Raft state exceeds this many bytes (-1: never). ``clerk_options`` become the
-    defaults of the group's clerks. With ``wait_for_leader`` the call returns once a leader is elected.
+    ``transport``: ``"stream"`` (the default: authenticated TCP streams, replica to replica and clerk
+    to replica, found and keyed through Ray; see docs/transports.md), ``"direct"`` (Ray actor calls)
+    or ``"network"`` (every call through one reliable FaultyNetwork actor, as in the tests).
+    ``maxraftstate``: snapshot when a replica's persisted Raft state exceeds this many bytes (-1:
+    never). ``clerk_options`` become the defaults of the group's clerks. With ``wait_for_leader`` the
+    call returns once a leader is elected.
     ``placement``: where the replicas go (default: :func:`actors.placement.place_group`, distinct
     nodes when there are enough, packed with a warning when not); one with ``detached=True`` makes
     replicas that outlive this driver.

@@ -7,8 +7,9 @@
     ctrler.stop()
 
 The same shape as :func:`kvraft.start_group`, and the same mechanics: the shared group shell,
-:mod:`actors.service_group`. Replicas talk to each other directly (``transport="direct"``,
-the default) or through a reliable :class:`~actors.network.FaultyNetwork` actor
+:mod:`actors.service_group`. Replicas talk to each other, and clerks to replicas, over authenticated
+streams (``transport="stream"``, the default; docs/transports.md), through Ray actor calls
+(``transport="direct"``) or through a reliable :class:`~actors.network.FaultyNetwork` actor
 (``transport="network"``), persist to durable :class:`~actors.storage.FileStorage` in ``data_dir``
 (a fresh temporary directory by default) unless ``storage="memory"``. Each replica is on its own
 node when the cluster has enough nodes, and the replicas are packed with a warning when it has not
@@ -32,7 +33,7 @@ from actors.sessions import DEFAULT_SESSION_TTL_S, ttl_ms
 from shardctrler.async_clerk import AsyncClerk
 from shardctrler.clerk import Clerk
 from shardctrler.config import NSHARDS, _check_nshards
-from shardctrler.endpoints import DirectEndpoints, NetworkEndpoints
+from shardctrler.endpoints import DirectEndpoints, NetworkEndpoints, StreamEndpoints
 from shardctrler.server import ctrler_replica_actor
 from shardctrler.statemachine import CtrlerStateMachine
 
@@ -50,6 +51,7 @@ class CtrlerGroup(ClerkGroup[Clerk, AsyncClerk]):
     label = "controller group {name!r}"
     direct_endpoints = DirectEndpoints
     network_endpoints = NetworkEndpoints
+    stream_endpoints = StreamEndpoints
     clerk_class = Clerk
     async_clerk_class = AsyncClerk
 
@@ -72,7 +74,7 @@ def start_group(
     *,
     nshards: int = NSHARDS,
     storage: str = "durable",
-    transport: str = "direct",
+    transport: str = "stream",
     data_dir: str | os.PathLike[str] | None = None,
     maxraftstate: int = -1,
     name: str | None = None,
@@ -90,8 +92,10 @@ def start_group(
     temporary directory if ``data_dir`` is None, removed by :meth:`CtrlerGroup.stop`; a ``data_dir``
     that already holds a group's replicas is reopened, so the group restarts with its state) or
     ``"memory"``.
-    ``transport``: ``"direct"`` or ``"network"`` (every call through one reliable FaultyNetwork
-    actor). ``maxraftstate``: snapshot when a replica's persisted Raft state exceeds this many bytes
+    ``transport``: ``"stream"`` (the default: authenticated TCP streams, found and keyed through Ray;
+    see docs/transports.md), ``"direct"`` (Ray actor calls) or ``"network"`` (every call through one
+    reliable FaultyNetwork actor). ``maxraftstate``: snapshot when a replica's persisted Raft state
+    exceeds this many bytes
     (-1, the default: never). ``clerk_options`` become the defaults of the group's clerks. With
     ``wait_for_leader`` the call returns once a leader is elected. ``placement``: where the replicas
     go (default: :func:`actors.placement.place_group` with distinct nodes when there are enough);
