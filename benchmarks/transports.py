@@ -43,10 +43,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repo's packages first (``kvraft`` is the package, not benchmarks/kvraft.py, which running this
+# script would otherwise put first), benchmarks/ last (``peers``, ``read_paths``).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+sys.path.append(str(_HERE))
 
-from peers.load import Measurement, drive
+from peers.load import Measurement, drive  # noqa: E402 (after the sys.path order above)
 
 REPLICAS = 3
 VALUE = 16 * b"v"

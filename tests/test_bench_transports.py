@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+# appended, not prepended: benchmarks/kvraft.py must not shadow the kvraft package for later tests
+sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import transports
 from peers.etcd import EtcdCluster, EtcdUnavailable, Member, find_etcd, free_ports, member_args
