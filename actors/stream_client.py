@@ -409,9 +409,15 @@ class StreamClient:
         for handle in conn.held:
             handle.cancel()
         conn.held.clear()
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:
+            # No running loop: the reader coroutine is being finalised after its loop ended (garbage
+            # collection); its socket and task went with the loop, nothing is left to close or cancel.
+            return
         conn.writer.close()
         task = conn.reader_task
-        if task is not None and task is not asyncio.current_task():
+        if task is not None and task is not current:
             task.cancel()
         level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "stream client %s: connection to %s:%s closed: %s; %d pending calls failed",

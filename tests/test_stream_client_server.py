@@ -558,3 +558,33 @@ def test_default_limit_and_validation() -> None:
         StreamServer(echo, SECRET, handshake_timeout_s=0)
     with pytest.raises(ValueError, match="bytes"):
         StreamServer(echo, "not bytes")  # type: ignore[arg-type]
+
+
+def test_a_reader_collected_after_its_loop_was_closed_raises_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop closed with a connection still up (an actor's loop at shutdown, a notebook's loop) leaves the
+    reader task pending; when it is garbage-collected its coroutine is closed outside any running loop,
+    and ending the connection must then raise nothing (it used to: "no running event loop")."""
+    unraisable: list[object] = []
+    monkeypatch.setattr("sys.unraisablehook", unraisable.append)
+    server_loop = asyncio.new_event_loop()
+    server = StreamServer(echo, SECRET)
+    address = server_loop.run_until_complete(server.start())
+    server_thread = threading.Thread(target=server_loop.run_forever)
+    server_thread.start()
+    try:
+        client = StreamClient(address, SECRET)
+
+        async def call() -> tuple[bool, bytes | None]:
+            return await client.start("m", b"x", 2.0)
+
+        loop = asyncio.new_event_loop()
+        assert loop.run_until_complete(call()) == (True, b"m:x")
+        loop.close()  # the reader task is still pending: nothing cancelled it
+        del client, loop, call
+        gc.collect()
+        assert unraisable == []
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), server_loop).result(5)
+        server_loop.call_soon_threadsafe(server_loop.stop)
+        server_thread.join(5)
+        server_loop.close()
