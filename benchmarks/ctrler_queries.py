@@ -28,8 +28,10 @@ from typing import Any
 
 import ray
 
+# The repo first (so ``kvraft`` is the package, not benchmarks/kvraft.py), benchmarks/ after it
+# (``read_paths``).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 
 from read_paths import percentile, print_comparison
 
