@@ -34,6 +34,8 @@ from actors.storage import (
     StorageLockedError,
     StorageMissingError,
 )
+from actors.stream_auth import AuthError
+from actors.stream_frames import ConnectionClosed, FrameError, StreamError
 from kvraft.errors import GroupStartError, KVRejectedError, KVTimeoutError
 from linearizability.history import HistoryError
 from linearizability.models import ModelInputError
@@ -58,6 +60,10 @@ def _violation() -> Violation:
 
 
 SAMPLES: dict[type[BaseException], BaseException] = {
+    StreamError: StreamError("the stream layer failed"),
+    FrameError: FrameError("frame of 70000000 bytes over the limit of 67108864", key="oversized"),
+    ConnectionClosed: ConnectionClosed("the peer closed the stream between two frames"),
+    AuthError: AuthError("the client's proof does not match this service's secret", key="wrong_proof"),
     StorageError: StorageError("/d: an earlier write failed; reopen the storage"),
     StorageCorruptionError: StorageCorruptionError(
         Path("/data/replica1/raft.wal"), 137, "the record fails its checksum", "Restore it from a backup."),
@@ -96,6 +102,8 @@ SAMPLES: dict[type[BaseException], BaseException] = {
 
 #: the fields each class promises (besides args and the message)
 FIELDS: dict[type[BaseException], tuple[str, ...]] = {
+    FrameError: ("reason", "key"),
+    AuthError: ("reason", "key"),
     StorageCorruptionError: ("path", "offset", "reason", "advice"),
     StorageMissingError: ("path", "reason", "advice"),
     StorageIdentityError: ("path", "reason", "expected", "found"),
