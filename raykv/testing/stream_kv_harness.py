@@ -74,8 +74,12 @@ class StreamKVHarness:
         self.alive = [True] * n
         self.incarnation = [1] * n
         self.clients: dict[int, tuple[Any, StreamFaults]] = {}  # id(clerk) -> (clerk, its fault hook)
-        _get([r.set_stream_faults.remote(self._replica_config(i, seed=True))
-              for i, r in enumerate(self.group.replicas)])
+        try:
+            _get([r.set_stream_faults.remote(self._replica_config(i, seed=True))
+                  for i, r in enumerate(self.group.replicas)])
+        except BaseException:
+            self.group.stop()
+            raise
 
     def _replica_config(self, i: int, seed: bool = False) -> dict[str, Any]:
         config: dict[str, Any] = {"reliable": not self.unreliable, "cut": sorted(self.cuts[i])}
