@@ -34,12 +34,14 @@ SPEED_OPS = 1000
 SPEED_BOUND_S = SPEED_OPS * 0.1 / 3
 
 
-def harness_factory() -> Iterator[Callable[..., KVHarness]]:
-    """The body of the ``kv_harness`` fixture: make harnesses, then check and kill them all."""
-    made: list[KVHarness] = []
+def harness_factory(harness: Callable[..., Any] = KVHarness,
+                    label: str = "kv harness") -> Iterator[Callable[..., Any]]:
+    """The body of the ``kv_harness`` fixture: make harnesses (``KVHarness``, or another class with its
+    constructor, e.g. the stream transport's), then check and kill them all."""
+    made: list[Any] = []
 
-    def make(n: int, unreliable: bool = False, maxraftstate: int = -1) -> KVHarness:
-        h = KVHarness(n, unreliable=unreliable, maxraftstate=maxraftstate)
+    def make(n: int, unreliable: bool = False, maxraftstate: int = -1) -> Any:
+        h = harness(n, unreliable=unreliable, maxraftstate=maxraftstate)
         made.append(h)
         return h
 
@@ -47,7 +49,7 @@ def harness_factory() -> Iterator[Callable[..., KVHarness]]:
     failures = []
     for h in made:
         try:
-            print(f"kv harness seed {h.seed}: {h.summary()}")
+            print(f"{label} seed {h.seed}: {h.summary()}")
             h.cleanup()
         except AssertionError as e:
             failures.append(str(e))

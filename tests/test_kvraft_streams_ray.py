@@ -1,5 +1,5 @@
 """kvraft's generic tests on the stream transport (issue 14, "the same correctness, tested"): the
-reference's GenericTest (``tests/kvraft_generic.py``, unchanged) against a group started with
+reference's GenericTest (``tests/kvraft_generic.py``; its harness factory too) against a group started with
 ``kvraft.start_group(transport="stream")``, its faults made by the stream transport's seeded fault hook
 instead of the faulty network actor (:mod:`raykv.testing.stream_kv_harness`): unreliable delivery on
 every replica's and every clerk's streams, partitions as the replicas' ``cut`` sets, crashes of every
@@ -29,25 +29,11 @@ RUN_S = 3.0
 def stream_harness(ray_session: None) -> Iterator[Callable[..., Any]]:
     """Factory of :class:`~raykv.testing.stream_kv_harness.StreamKVHarness` with generic_test's
     ``make(n, unreliable, maxraftstate)`` shape; checks and stops every harness it made."""
+    from kvraft_generic import harness_factory
+
     from raykv.testing.stream_kv_harness import StreamKVHarness
 
-    made: list[StreamKVHarness] = []
-
-    def make(n: int, unreliable: bool = False, maxraftstate: int = -1) -> StreamKVHarness:
-        h = StreamKVHarness(n, unreliable=unreliable, maxraftstate=maxraftstate)
-        made.append(h)
-        return h
-
-    yield make
-    failures = []
-    for h in made:
-        try:
-            print(f"stream kv harness seed {h.seed}: {h.summary()}")
-            h.cleanup()
-        except AssertionError as e:
-            failures.append(str(e))
-    if failures:
-        pytest.fail("; ".join(failures))
+    yield from harness_factory(StreamKVHarness, "stream kv harness")
 
 
 def _generic(make: Callable[..., Any], nclients: int, nservers: int, unreliable: bool, crash: bool,
