@@ -44,7 +44,7 @@ from typing import Any
 
 from actors.service_protocol import NO_ANSWER
 from shardkv.stream_router import BYTES_METHODS as _BYTES_METHODS
-from shardkv.stream_router import StreamRouter
+from shardkv.stream_router import StreamRouter, actor_by_name
 
 __all__ = ["CtrlerEndpoints", "DirectRouter", "NetworkRouter", "Router", "StreamRouter"]
 
@@ -134,14 +134,7 @@ class DirectRouter:
     def _lookup(self, server: str) -> Any:
         """The actor named ``server`` now; for a name in ``known`` that is not (or no longer) a named
         actor, the known handle."""
-        import ray
-
-        try:
-            return ray.get_actor(server, namespace=self.namespace)
-        except ValueError:
-            if server in self.known:
-                return self.known[server]
-            raise
+        return actor_by_name(server, self.namespace, self.known)
 
     def ensure(self, server: str, timeout: float = 30.0) -> None:
         if server not in self._handles:

@@ -87,6 +87,20 @@ def _for_loop(table: dict[asyncio.AbstractEventLoop, Any], loop: asyncio.Abstrac
     return entry
 
 
+def actor_by_name(server: str, namespace: str | None, known: Mapping[str, Any]) -> Any:
+    """The actor named ``server`` in ``namespace`` now; for a name in ``known`` that is not (or no longer) a
+    named actor (the controller's replicas), the known handle; else Ray's ``ValueError``. Blocking: it asks
+    Ray's directory. Shared by every router that finds servers by name."""
+    import ray
+
+    try:
+        return ray.get_actor(server, namespace=namespace)
+    except ValueError:
+        if server in known:
+            return known[server]
+        raise
+
+
 class StreamRouter:
     """Calls over the service's streams, to the address each server's actor publishes (see the module
     docstring).
@@ -183,14 +197,7 @@ class StreamRouter:
         return None if found is None else (str(found[0]), int(found[1]))
 
     def _handle(self, server: str) -> Any:
-        import ray
-
-        try:
-            return ray.get_actor(server, namespace=self.namespace)
-        except ValueError:
-            if server in self.known:
-                return self.known[server]
-            raise
+        return actor_by_name(server, self.namespace, self.known)
 
     # -- connections -----------------------------------------------------------------------------
 

@@ -92,7 +92,6 @@ def test_targets_are_issue_14s() -> None:
 
 
 def test_plot_draws_a_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     rows = transports.with_ratios([
         _r("etcd", "etcd", 1, 1000.0, 1.0), _r("raykv/direct", "raykv", 1, 250.0, 4.0),
         _r("raykv/direct", "raykv", 10, 2000.0, 5.0), _r("tcp-rtt", "floor", 1, 8000.0, 0.12)])
@@ -163,7 +162,8 @@ def test_one_member_etcd_cluster_serves_puts_and_leaves_nothing_behind() -> None
         find_etcd()
     except EtcdUnavailable as e:
         pytest.skip(f"etcd is not installed here ({e})")
-    pytest.importorskip("aetcd", reason="aetcd (the bench extra) is not installed")
+    pytest.importorskip("aetcd", reason="the etcd comparison's client is a benchmark dependency, not a test "
+                        "one: pip install -e '.[bench]' (and apt-get install -y etcd-server) to run this")
     from peers.etcd import etcd_writer
 
     cluster = EtcdCluster(members=1)
