@@ -22,6 +22,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 WALKTHROUGH = NOTEBOOKS / "raft_walkthrough.ipynb"
+EXPERIMENTS = NOTEBOOKS / "experiments.ipynb"
 KERNEL = "raykv-notebook-test"
 
 
@@ -51,9 +52,8 @@ def _outputs(nb: Any) -> tuple[str, list[Any]]:
     return "\n".join(texts), outputs
 
 
-@pytest.mark.ray
-@pytest.mark.timeout(300)
-def test_raft_walkthrough_runs_in_smoke_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _execute(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run the notebook at ``path`` in smoke size from a clean kernel; the executed notebook."""
     _kernelspec(tmp_path / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # no user startup files
@@ -61,7 +61,7 @@ def test_raft_walkthrough_runs_in_smoke_size(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the kernel starts its own embedded runtime
 
-    nb = nbformat.read(WALKTHROUGH, as_version=4)
+    nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, kernel_name=KERNEL, timeout=180,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     start = time.monotonic()
@@ -70,8 +70,25 @@ def test_raft_walkthrough_runs_in_smoke_size(tmp_path: Path, monkeypatch: pytest
     finally:
         nbformat.write(nb, str(tmp_path / "executed.ipynb"))  # for a look after a failure
     elapsed = time.monotonic() - start
-    print(f"\nnotebook executed in {elapsed:.1f} s (executed copy: {tmp_path / 'executed.ipynb'})")
+    print(f"\n{path.name} executed in {elapsed:.1f} s (executed copy: {tmp_path / 'executed.ipynb'})")
+    return nb
 
+
+def _html_report(text: str) -> None:
+    """The notebook printed the path of a linearizability HTML report that exists; remove it."""
+    match = re.search(r"HTML report \([\d,]+ bytes\): (\S+\.html)", text)
+    assert match, "no HTML report written"
+    html = Path(match.group(1))
+    try:
+        assert html.read_text().lstrip().lower().startswith("<!doctype html")
+    finally:
+        shutil.rmtree(html.parent, ignore_errors=True)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_raft_walkthrough_runs_in_smoke_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = _execute(WALKTHROUGH, tmp_path, monkeypatch)
     text, outputs = _outputs(nb)
     assert not [o for o in outputs if o.output_type == "error"]
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
@@ -91,14 +108,38 @@ def test_raft_walkthrough_runs_in_smoke_size(tmp_path: Path, monkeypatch: pytest
     # 4. the checker: linearizable, then not once a read is stale, with its HTML report
     assert "verdict: LINEARIZABLE" in text
     assert "verdict: NOT_LINEARIZABLE" in text
-    match = re.search(r"HTML report \([\d,]+ bytes\): (\S+\.html)", text)
-    assert match, "no HTML report written"
-    html = Path(match.group(1))
-    try:
-        assert html.read_text().lstrip().lower().startswith("<!doctype html")
-    finally:
-        shutil.rmtree(html.parent, ignore_errors=True)
+    _html_report(text)
     # the two plots were rendered headless, as PNG images
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(pngs) >= 2, f"expected 2 plots, got {len(pngs)}"
+    assert "Ray shut down" in text
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_experiments_run_in_smoke_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = _execute(EXPERIMENTS, tmp_path, monkeypatch)
+    text, outputs = _outputs(nb)
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert all(c.execution_count for c in nb.cells if c.cell_type == "code"), "a code cell did not run"
+    assert "smoke test sizes" in text
+    # 1. the service started and settled
+    assert "configuration" in text and "controller:" in text
+    # 2. the sweep: a line per op and number of clients, operations done in every one
+    for op in ("put", "get"):
+        for n in (1, 4, 16):
+            match = re.search(rf"{op} with\s+{n} clients:\s+([\d,]+) ops/s", text)
+            assert match, f"no sweep point for {op} with {n} clients"
+            assert int(match.group(1).replace(",", "")) > 0
+    # 3. the timeline: the kill led to a new leader of group 1; shards moved and settled
+    assert re.search(r"killed P\d .*leader of group 1 in term \d+", text)
+    assert re.search(r"group 1 elected P\d term \d+, [\d.]+ s after the kill", text)
+    assert re.search(r"group \d+\s+moving", text) and re.search(r"group \d+\s+settled", text)
+    match = re.search(r"(\d+) operations recorded", text)
+    assert match and int(match.group(1)) > 20, "the recorded clients did (almost) nothing"
+    # 4. a definite verdict, the right one, and its report
+    assert re.search(r"keys: verdict: LINEARIZABLE", text)
+    _html_report(text)
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2, f"expected 2 plots, got {len(pngs)}"
     assert "Ray shut down" in text
