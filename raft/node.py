@@ -70,6 +70,30 @@ from raft.types import (
 __all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "PRE_CANDIDATE", "RaftNode"]
 
 
+
+def describe_message(direction: str, msg: Message, last: int) -> str:
+    """The ``msg`` topic's text (:mod:`raft.trace`) for ``msg`` sent (``direction`` ``"send"``) or
+    received (``"recv"``) by a peer whose log ends at ``last``, e.g.
+    ``send AE P1->P2 T5 prev=17/4 n=2 commit=17 ; last=19``. The text before ``;`` is the same at
+    both ends, so a reader (``raykv viz``) can pair a receipt with its send."""
+    head = f"P{msg.src}->P{msg.dst} T{msg.term}"
+    if isinstance(msg, AppendEntries):
+        body = (f"AE {head} prev={msg.prev_index}/{msg.prev_term} n={len(msg.entries)} "
+                f"commit={msg.leader_commit}")
+    elif isinstance(msg, AppendEntriesReply):
+        body = f"AER {head} ok={int(msg.success)} match={msg.match_index} prev={msg.prev_index}"
+    elif isinstance(msg, RequestVote):
+        body = f"{'PV' if msg.pre_vote else 'RV'} {head} last={msg.last_log_index}/{msg.last_log_term}"
+    elif isinstance(msg, RequestVoteReply):
+        body = f"{'PVR' if msg.pre_vote else 'RVR'} {head} granted={int(msg.granted)}"
+    elif isinstance(msg, InstallSnapshot):
+        body = f"IS {head} snap={msg.snapshot.index}/{msg.snapshot.term}"
+    elif isinstance(msg, InstallSnapshotReply):
+        body = f"ISR {head} match={msg.match_index}"
+    else:
+        body = f"{type(msg).__name__} {head}"
+    return f"{direction} {body} ; last={last}"
+
 class RaftNode(Election, Replication, Reads, Reconfiguration):
     """One Raft peer. Not thread-safe: the driver serialises every call."""
 
@@ -216,6 +240,8 @@ class RaftNode(Election, Replication, Reads, Reconfiguration):
 
     def step(self, msg: Message) -> None:
         """Process one message from another peer."""
+        if trace.enabled("msg"):
+            self._log("msg", describe_message("recv", msg, self.log.last_index))
         if self._ignores(msg):
             return  # a removed peer must not disrupt a live leader (raft.membership)
         if msg.term > self.term:
@@ -321,6 +347,8 @@ class RaftNode(Election, Replication, Reads, Reconfiguration):
     # ------------------------------------------------------------------------------------------
 
     def _send(self, msg: Message) -> None:
+        if trace.enabled("msg"):
+            self._log("msg", describe_message("send", msg, self.log.last_index))
         self._outbox.append(msg)
 
     def _log(self, topic: str, text: str) -> None:
