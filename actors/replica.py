@@ -33,6 +33,7 @@ import asyncio
 import logging
 import pickle
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from typing import Any, ClassVar
 
 import ray
 
+from actors.metrics import ReplicaMetrics
 from actors.replacer import Replacer
 from actors.statemachine import StateMachine
 from actors.storage import MemoryStorage, Storage, StorageError
@@ -59,6 +61,9 @@ from raft.membership import ConfChange
 log = logging.getLogger("raykv.replica")
 
 _REPLY_TYPES = (AppendEntriesReply, RequestVoteReply, InstallSnapshotReply)
+
+#: how often (seconds) a replica mirrors its metrics into ``ray.util.metrics`` (actors/metrics_ray.py)
+METRICS_EXPORT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class ReplicaActor:
     #: the clerk RPCs served over the stream listener besides ``"deliver"``: each names an async method
     #: of the replica taking the pickled batch (bytes) and returning the pickled reply, or ``None``
     stream_rpcs: ClassVar[frozenset[str]] = frozenset()
+    #: the ``service`` tag of this replica's metrics (see :meth:`metrics_tags`)
+    metrics_service: ClassVar[str] = "raft"
 
     def __init__(self, spec: ReplicaSpec) -> None:
         spec.raft_config(self.default_rules)  # validate early: a bad one fails at creation, not start
@@ -166,6 +173,10 @@ class ReplicaActor:
         self._stream_faults: Any = None
         #: held while the listener is being opened (concurrent open_stream calls open one listener)
         self._stream_opening = asyncio.Lock()
+        #: counters and histograms fed from each Ready (actors/metrics.py); they outlive crashes, as a
+        #: process's counters do; mirrored into Ray's metrics by ``_exporter`` (actors/metrics_ray.py)
+        self.metrics = ReplicaMetrics()
+        self._exporter: Any = None
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -218,7 +229,9 @@ class ReplicaActor:
             self.sm = self.spec.state_machine()
         if state.snapshot.index > 0:
             self.sm.restore(state.snapshot.data, state.snapshot.index)
+        self.metrics.reset_role(self.core.term, self.core.role)
         self._spawn(self._ticker(incarnation))
+        self._spawn(self._export_metrics(incarnation))
         replace_options = self.spec.extra.get("replace")
         if replace_options is not None and self._replacer is None:
             self._replacer = Replacer(self, replace_options)
@@ -281,8 +294,13 @@ class ReplicaActor:
         assert core is not None and sm is not None and self.storage is not None
         replies: list[Message] = []
         inc = self.incarnation
+        m = self.metrics
+        if core.term != m.term or core.role != m.last_role:  # elections and leader changes
+            m.role(core.term, core.role, core.voted_for == core.id)
         while core.has_ready():
             rd = core.ready()
+            if rd.entries and core.is_leader:  # a commit-latency sample starts (one per Ready)
+                m.appended(rd.entries[-1].index, time.perf_counter())
             # A leader's AppendEntries go out before its own write (Raft thesis §10.2.1): the fsync
             # overlaps their flight. Safe because no reply can be stepped before this loop, which
             # never yields, has returned, and so before the leader's own entries are durable.
@@ -307,6 +325,8 @@ class ReplicaActor:
             if rd.apply_snapshot is not None:
                 sm.restore(rd.apply_snapshot.data, rd.apply_snapshot.index)
                 self._on_snapshot_restored(rd.apply_snapshot.index)
+                m.snapshot_installed(len(rd.apply_snapshot.data))
+            ops = 0
             for e in rd.committed_entries:
                 command = e.command
                 if type(command) is ConfChange:
@@ -327,8 +347,15 @@ class ReplicaActor:
                     self.failure = f"apply of entry {e.index} failed: {exc!r}"
                     return []
                 self._on_applied(e.index, e.term, command, result)
+                ops += len(result) if type(result) is list else command is not None
                 if sm.should_snapshot(e.index, self.storage.raft_state_size()):
-                    core.snapshot(e.index, sm.snapshot())
+                    data = sm.snapshot()
+                    core.snapshot(e.index, data)
+                    m.snapshot_taken(len(data))
+            if rd.committed_entries:
+                m.applied(len(rd.committed_entries), ops)
+                if m.waiting:
+                    m.committed(rd.committed_entries[-1].index, time.perf_counter())
             self._after_apply(rd, core.log.applied)
         return replies
 
@@ -458,7 +485,54 @@ class ReplicaActor:
         st["stream"] = None if server is None else {"address": server.address, **server.stats()}
         if self._replacer is not None:
             st["replacing"] = self._replacer.last
+        self._flush_metrics()
+        st["metrics"] = self.metrics.summary()
         return st
+
+    # ------------------------------------------------------------------------------------------
+    # Metrics (actors/metrics.py; mirrored into ray.util.metrics by actors/metrics_ray.py)
+    # ------------------------------------------------------------------------------------------
+
+    def metrics_tags(self) -> dict[str, str]:
+        """The tags of this replica's Ray metrics: ``service`` (:attr:`metrics_service`), ``group`` (the
+        group's name: ``spec.extra["group"]``, else the replica's name without its ``-<slot>``
+        suffix) and ``replica`` (its name)."""
+        name = self.spec.name
+        head, _, slot = name.rpartition("-")
+        group = self.spec.extra.get("group") or (head if head and slot.isdigit() else name)
+        return {"service": self.metrics_service, "group": str(group), "replica": name}
+
+    async def _export_metrics(self, inc: int) -> None:
+        while inc == self.incarnation:
+            await asyncio.sleep(METRICS_EXPORT_S)
+            self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        """Send what changed to Ray's metrics (made on first use, inside a Ray runtime only); a
+        failure is logged once and switches the export off, never the replica."""
+        if self._exporter is False:
+            return
+        try:
+            if self._exporter is None:
+                if not ray.is_initialized():
+                    return
+                from actors.metrics_ray import RayExporter
+
+                self._exporter = RayExporter(self.metrics_tags())
+            self._exporter.flush(self.metrics)
+        except Exception:
+            log.exception("replica %s: exporting metrics to Ray failed; the export is off (status() "
+                          "still has them)", self.spec.name)
+            self._exporter = False
+
+    async def metrics_report(self) -> dict[str, Any]:
+        """This replica's metrics after a flush to Ray: ``tags``, ``figures``
+        (:meth:`ReplicaMetrics.summary`) and ``exported`` (what the Ray metrics received, see
+        :meth:`actors.metrics_ray.RayExporter.exported`; ``None`` outside a Ray runtime)."""
+        self._flush_metrics()
+        exporter = self._exporter or None
+        return {"tags": self.metrics_tags(), "figures": self.metrics.summary(),
+                "exported": exporter.exported() if exporter is not None else None}
 
     async def storage_sizes(self) -> tuple[int, int]:
         """``(raft_state_size, snapshot_size)``; ``(0, 0)`` while the storage is not open or readable."""

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from actors.metrics import aggregate
 from actors.network import FaultyNetwork
 from actors.placement import GroupPlacement, node_local_dir, nodes_of, place_group, remove_dirs
 from actors.replica import ReplicaSpec
@@ -345,7 +346,9 @@ class ServiceGroup:
         (why it is not alive: the storage error with the file, offset and advice; ``None`` when it
         is alive or was merely crashed), ``leader`` (it is the leader it knows of), ``term``; then
         the Raft core's status (``role``, ``commit``, ``applied``, ``last_index``, ...) and storage
-        sizes. A replica whose actor cannot be reached is reported with ``role="unreachable"``.
+        sizes, and ``metrics`` (its counters and histograms: :meth:`actors.metrics.ReplicaMetrics.summary`;
+        the group's figures: :meth:`metrics`). A replica whose actor cannot be reached is reported
+        with ``role="unreachable"``.
         """
         refs = [r.status.remote() for r in self.replicas]
         out = []
@@ -365,6 +368,17 @@ class ServiceGroup:
             }
             out.append(row | {k: v for k, v in st.items() if k not in row})
         return out
+
+    def metrics(self) -> dict[str, Any]:
+        """The group's figures from every replica's ``status()["metrics"]`` (docs/ray-layer.md,
+        "Metrics"; :func:`actors.metrics.aggregate`): ``ops_applied``, ``commit_latency`` (the
+        leader's: ``count``, ``p50``, ``p99``, ``mean`` in seconds, ``buckets``), ``elections_started``,
+        ``leader_changes``, ``shards_in`` / ``shards_out``, snapshot counts and sizes; each replica's own
+        figures are in :meth:`status`."""
+        rows = self.status()
+        leaders = [i for i, r in enumerate(rows) if r.get("role") == "leader"]
+        leader = max(leaders, key=lambda i: rows[i].get("term", 0)) if leaders else None
+        return aggregate([r.get("metrics") for r in rows], leader)
 
     def restart_replica(self, i: int, timeout: float = START_TIMEOUT_S) -> None:
         """Kill replica ``i``'s actor (if it still runs) and start a new one in its place, on its

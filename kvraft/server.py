@@ -59,6 +59,8 @@ class KVReplica(ReadIndexServing, ServiceReplica):
 
     #: served over the stream listener too (pickled batch in, pickled reply out; docs/transports.md)
     stream_rpcs = frozenset({"kv"})
+    #: the ``service`` tag of this replica's metrics (docs/ray-layer.md, "Metrics")
+    metrics_service = "kvraft"
 
     # -- the RPC ---------------------------------------------------------------------------------
 

@@ -9,12 +9,13 @@ asks the replicas (with a deadline: a replica that does not answer in time is re
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 
+from actors.metrics import aggregate
 from shardctrler.config import Config
 
 UNREACHABLE = "unreachable"
@@ -67,7 +68,10 @@ class GroupStatus:
     ``peers`` (the peer id in each slot), ``replacements`` (the replacements of lost replicas, oldest
     first, the one in progress last: :class:`ReplicaReplacement`), ``replacing`` (what the leader's
     replacement task did last, or why it waits), ``addresses`` (stream transport: the ``(host, port)``
-    each slot's replica listens on, ``None`` where it did not answer; empty on other transports).
+    each slot's replica listens on, ``None`` where it did not answer; empty on other transports),
+    ``metrics`` (the group's figures from its replicas' metrics, :func:`actors.metrics.aggregate`:
+    operations applied, commit latency at the leader, elections, leader changes, shard moves in and
+    out, snapshots; empty when none answered).
     """
 
     gid: int
@@ -88,6 +92,7 @@ class GroupStatus:
     replacements: tuple[ReplicaReplacement, ...] = ()
     replacing: str | None = None
     addresses: tuple[tuple[str, int] | None, ...] = ()
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def up(self) -> int:
@@ -164,12 +169,42 @@ class ServiceStatus:
             lines += ["", "stream addresses (by slot):"]
             lines += [f"  {'controller' if g.gid == 0 else f'group {g.gid}'}: {_addresses(g)}"
                       for g in (self.ctrler, *self.groups)]
+        measured = [g for g in (self.ctrler, *self.groups) if g.metrics]
+        if measured:
+            lines += ["", "metrics (ops: operations applied; commit: at the leader, p50 / p99; "
+                      "moves: shards in / out; last: the latest snapshot's size):",
+                      f"{'gid':>4}  {'ops':>9} {'commit p50':>10} {'p99':>9}  {'elections':>9} "
+                      f"{'leaders':>7}  {'moves':>9}  {'snapshots':>9} {'last':>9}"]
+            lines += [_metrics_row(g) for g in measured]
         replaced = [(g, r) for g in (self.ctrler, *self.groups) for r in g.replacements]
         if replaced:
             lines += ["", "replaced replicas:"]
             lines += [f"  {'controller' if g.gid == 0 else f'group {g.gid}'}: {r.describe()}"
                       for g, r in replaced]
         return "\n".join(lines)
+
+
+def _metrics_row(g: GroupStatus) -> str:
+    m = g.metrics
+    lat = m.get("commit_latency") or {}
+    moves = f"{m.get('shards_in', 0)} / {m.get('shards_out', 0)}"
+    return (f"{g.gid:>4}  {m.get('ops_applied', 0):>9} {_ms(lat.get('p50')):>10} {_ms(lat.get('p99')):>9}  "
+            f"{m.get('elections_started', 0):>9} {m.get('leader_changes', 0):>7}  {moves:>9}  "
+            f"{m.get('snapshots_taken', 0) + m.get('snapshots_installed', 0):>9} "
+            f"{_bytes(m.get('last_snapshot_bytes', 0)):>9}")
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _bytes(n: int) -> str:
+    if not n:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def _members(g: GroupStatus) -> str:
@@ -201,6 +236,12 @@ def _address(answer: dict[str, Any] | None) -> tuple[str, int] | None:
     return None if not address else (str(address[0]), int(address[1]))
 
 
+def _group_metrics(answers: list[dict[str, Any] | None], leader: int | None) -> dict[str, Any]:
+    """The group's figures from its replicas' ``status()`` answers (empty when none has metrics)."""
+    figures = [(a or {}).get("metrics") for a in answers]
+    return aggregate(figures, leader) if any(figures) else {}
+
+
 def _answers(refs: list[Any], timeout: float) -> list[Any]:
     deadline = time.monotonic() + timeout
     out: list[dict[str, Any] | None] = []
@@ -229,7 +270,7 @@ def group_status(g: Any, timeout: float = 10.0, *, ctrler: bool = False, stream:
         voters=tuple(lead["voters"]) if lead else (), learners=tuple(lead["learners"]) if lead else (),
         peers=tuple(g.peers) if g.peers else tuple(range(len(g.replicas))),
         replacements=tuple(g.replacements), replacing=lead.get("replacing") if lead else None,
-        addresses=addresses)
+        addresses=addresses, metrics=_group_metrics(raft, leader))
     if ctrler:
         return GroupStatus(config=-1, **base)
     left = max(0.05, timeout - (time.monotonic() - t0))

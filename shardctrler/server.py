@@ -58,6 +58,8 @@ class CtrlerReplica(ReadIndexServing, ServiceReplica):
 
     #: served over the stream listener too (pickled batch in, pickled reply out; docs/transports.md)
     stream_rpcs = frozenset({"ctrl"})
+    #: the ``service`` tag of this replica's metrics (docs/ray-layer.md, "Metrics")
+    metrics_service = "shardctrler"
 
     default_rules = SERVICE_RULES
 

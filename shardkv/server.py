@@ -118,6 +118,8 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
 
     #: served over the stream listener too (pickled payload in, pickled reply out; see the module docstring)
     stream_rpcs = frozenset({"kv", "pull", "delete"})
+    #: the ``service`` tag of this replica's metrics (docs/ray-layer.md, "Metrics")
+    metrics_service = "shardkv"
 
     def __init__(self, spec: ReplicaSpec) -> None:
         super().__init__(spec)
@@ -380,6 +382,8 @@ class ShardKVReplica(ReadIndexServing, ServiceReplica):
             num, shards = command[1], result
         else:
             return
+        if what in ("installed", "deleted"):  # a shard moved in (installed here) or out (deleted here)
+            self.metrics.shards_moved("in" if what == "installed" else "out", len(shards))
         self.events.append((what, num, shards, time.monotonic()))
         if len(self.events) > 2000:
             del self.events[:-1000]
