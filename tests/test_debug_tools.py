@@ -132,7 +132,7 @@ def test_parse_topics_names_the_unknown_and_the_known() -> None:
 def test_layout_puts_each_peer_in_its_column() -> None:
     events = parse(SAMPLE.splitlines())
     lay = plan(events, width=30)
-    assert lay.peers == (0, 1, 2) and lay.columns == 3
+    assert lay.peers == (("", 0), ("", 1), ("", 2)) and lay.columns == 3
     lines = plain([logview.header(lay), *layout(filter_events(events), lay)])
     tw = lay.time_width
     assert lines[0] == " " * tw + "P0".ljust(30) + "P1".ljust(30) + "P2"
@@ -155,13 +155,37 @@ def test_layout_with_fewer_columns_names_the_peer_in_each_cell() -> None:
     assert lay.columns == 1 and lay.folded()
     lines = plain(layout(events, lay))
     assert any(line.endswith("0.0011 P2 T1 F elect: voted for P0") for line in lines)
-    assert Layout(peers=(0, 1, 2, 3), ncols=2).column_of(3) == 1
+    assert Layout(peers=(("", 0), ("", 1), ("", 2), ("", 3)), ncols=2).column_of(("", 3)) == 1
 
 
 def test_plan_shares_the_total_width() -> None:
     events = [Event(raw="", time=0.0, peer=p, term=1, role="follower", topic="term") for p in (3, 7)]
     lay = plan(events, total_width=110)
-    assert lay.peers == (3, 7) and lay.width == 50
+    assert lay.peers == (("", 3), ("", 7)) and lay.width == 50
+
+
+def test_labelled_groups_get_their_own_columns_and_notes_span_them(
+        tmp_path: Path, restore_trace: None) -> None:
+    path = tmp_path / "sharded.log"
+    trace.configure("all", str(path))
+    for label in ("shop-g101-0", "shop-g102-0"):
+        trace.set_label(label)
+        trace.log(0, 3, "leader", "commit", f"commit index 4 -> 5 in {label}")
+    trace.set_label("")
+    trace.note("fault", "isolate shop-g101-0")
+    with path.open("a") as f:
+        f.write("(ServiceReplica pid=77) 23:59:59.000000 raft  P1 T3   follower  term    Ray's prefix\n")
+    events = parse(path.read_text().splitlines())
+    assert [e.source for e in events] == ["shop-g101-0", "shop-g102-0", "", ""]
+    assert events[2].peer is None and events[2].topic == "fault" and events[2].is_trace
+    lay = plan(events, width=60)
+    assert [logview.name(k) for k in lay.peers] == ["P1", "shop-g101-0", "shop-g102-0"]
+    lines = plain([logview.header(lay), *layout(filter_events(events, sort=False), lay)])
+    assert lines[0].split() == ["P1", "shop-g101-0", "shop-g102-0"]
+    assert lines[2].index("T3 L commit: commit index 4 -> 5 in shop-g102-0") == lay.time_width + 120
+    assert lines[3].endswith("note fault: isolate shop-g101-0")
+    assert [e.topic for e in filter_events(events, topics=frozenset({"fault"}))] == ["fault"]
+    assert [e.peer for e in filter_events(events, peers=frozenset({1}), sort=False)] == [None, 1]  # + note
 
 
 # ------------------------------------------------------------------------------------------------
