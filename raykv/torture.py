@@ -42,6 +42,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError
 
 from linearizability import UNKNOWN, KVModel, Recorder, Verdict, check, write_html
+from raft import trace
 from raykv.nemesis import Event, Schedule
 from raykv.torture_check import key_for_shards, lost_writes, token, write_kv_history
 
@@ -418,7 +419,11 @@ def run_campaign(schedule: Schedule, cluster: TortureCluster, directory: Path, *
         kv = start(f"torture-{schedule.seed}-{index}", groups=setup.groups, replicas=setup.replicas,
                    nshards=setup.nshards, mapping="hash", storage="durable", transport="network")
         note(f"service {kv.name} started in {time.monotonic() - t0:.1f} s")
-        nem = Nemesis(kv, cluster, note)
+        def fault(text: str) -> None:  # the nemesis's actions also go to the decision log (raykv viz)
+            note(text)
+            trace.note("fault", text)
+
+        nem = Nemesis(kv, cluster, fault)
         keys = key_for_shards(setup.nshards, setup.keys_per_shard)
         clients = Clients(kv, keys, rec, schedule.seed, setup.clients, op_timeout)
         t0 = time.monotonic()

@@ -4,6 +4,7 @@ through :func:`commands`; :func:`run` takes the parsed arguments and returns the
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -189,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
           + (f"cluster {args.address}" if args.address and not args.replay else
              f"{s.setup.nodes} worker nodes") + f"; output {out}/", flush=True)
     print(f"same run again: {command}", flush=True)
+    decisions = _decision_log(out)
     t = time.monotonic()
     try:
         results = run_torture(scheds, out, address=args.address, op_timeout=args.op_timeout,
@@ -197,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # the cluster could not be started or reached
         print(f"raykv torture: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        _picture(decisions, out)
     failed = [r for r in results if not r.ok]
     print(f"{len(results)} campaigns in {time.monotonic() - t:.0f} s: {len(results) - len(failed)} passed, "
           f"{len(failed)} failed; {sum(r.ops for r in results)} operations, "
@@ -208,6 +212,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed: campaign {r.index} seed {r.seed}: {r.failure or r.verdict}; "
               f"replay: raykv torture --replay {r.directory}/schedule.json")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _decision_log(out: Path) -> Path | None:
+    """With ``RAYKV_LOG`` set, the file every process of the run appends its Raft decisions to: the
+    user's ``RAYKV_LOG_FILE``, else ``OUT/decisions.log`` (set in the environment before the cluster
+    starts, so its workers inherit it). None when ``RAYKV_LOG`` is off."""
+    from raft import trace
+
+    spec = os.environ.get("RAYKV_LOG", "")
+    if not trace._parse(spec):
+        return None
+    if not os.environ.get(trace.FILE_ENV):
+        out.mkdir(parents=True, exist_ok=True)
+        os.environ[trace.FILE_ENV] = str(out / "decisions.log")
+    path = Path(os.environ[trace.FILE_ENV])
+    trace.configure(spec, str(path))  # the driver's own lines (the nemesis's faults) go there too
+    return path
+
+
+def _picture(decisions: Path | None, out: Path) -> None:
+    """Print where the picture of the run is (``raykv viz``), or how to get one."""
+    if decisions is None:
+        print("a picture of the run: set RAYKV_LOG=all (its decision log) and see 'raykv viz --help'")
+        return
+    from raykv.viz import write_viz
+
+    try:
+        page = write_viz([decisions], out / "viz.html", title=f"raykv torture {out.name}")
+    except (OSError, ValueError) as exc:
+        print(f"no picture of the run: {exc}")
+        return
+    print(f"decision log {decisions}; the run's picture: {page} (open it in a browser)", flush=True)
 
 
 def commands(command_cls: Any) -> tuple[Any, ...]:

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from raft import trace
 from raft.config import RaftConfig
 from raft.membership import ADD_LEARNER, PROMOTE, REMOVE, ConfChangeRefused, Membership
 from raft.node import LEADER, RaftNode
@@ -127,6 +128,9 @@ class SimCluster:
         return node
 
     def crash(self, i: int, why: str = "at once") -> None:
+        old = self.nodes[i]
+        if old is not None and trace.enabled("persist"):  # the decision log shows the crash too
+            trace.log(i, old.term, "crashed", "persist", f"crashed ({why})")
         self.nodes[i] = None
         self.services[i] = None
         self.armed[i] = -1
@@ -254,6 +258,7 @@ class SimCluster:
                 self.heal_at = 0
                 net.heal()
                 self.emit((t, "heal", -1, None))
+                trace.note("fault", "heal: every link works again")
         elif p.partition_p and r() < p.partition_p:
             self._partition()
         if p.crash_p:
@@ -301,6 +306,7 @@ class SimCluster:
         self.heal_at = self.now + 1 + int(rng.random() * self.profile.partition_ticks_max)
         self.stats["partitions"] += 1
         self.emit((self.now, "partition", -1, f"{net.describe()} until t={self.heal_at}"))
+        trace.note("fault", f"partition {net.describe()}")
 
     def _clients(self) -> None:
         r = self.rng.random
