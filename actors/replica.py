@@ -55,6 +55,7 @@ from raft import (
     RaftNode,
     Ready,
     RequestVoteReply,
+    trace,
 )
 from raft.membership import ConfChange
 
@@ -143,6 +144,8 @@ class ReplicaActor:
     def __init__(self, spec: ReplicaSpec) -> None:
         spec.raft_config(self.default_rules)  # validate early: a bad one fails at creation, not start
         self.spec = spec
+        if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+            trace.set_label(spec.name)  # this actor's process, in the RAYKV_LOG_FILE lines (raykv viz)
         #: opened by the first :meth:`start` (so a damaged or missing directory is reported by start and
         #: status, and the actor lives on to say so, instead of failing to be created)
         self.storage: Storage | None = None
@@ -244,6 +247,8 @@ class ReplicaActor:
 
     def _crash_now(self) -> None:
         self.incarnation += 1
+        if self.core is not None and trace.enabled("persist"):  # the decision log shows the crash
+            trace.log(self.core.id, self.core.term, "crashed", "persist", "crashed: volatile state lost")
         self.core = None
         old, self.transport = self.transport, None
         if isinstance(old, StreamTransport):  # its connections die with the incarnation
