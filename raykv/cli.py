@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from raykv.logs_cli import commands as logs_commands
+from raykv.repeat_cli import commands as repeat_commands
 from raykv.sharded_cli import commands as sharded_commands
 from raykv.torture_cli import commands as torture_commands
 
@@ -42,10 +44,13 @@ examples:
   raykv status --name shop            its configuration, leaders and moving shards
   raykv stop --name shop              stop it and delete its storage
   raykv torture --campaigns 5         fault campaigns against a sharded service, checked like Jepsen
+  raykv logs raft.log --topics elect  the Raft decision log in one column per peer
+  raykv test-repeat TEST --runs 20    repeat one test, keep the failing runs' logs
 
 environment:
   RAY_ADDRESS   the Ray cluster to use when --address is not given (default: start an embedded one)
   RAYKV_LOG     Raft trace topics to log, e.g. 'all' or 'elect,commit' (see raft/trace.py)
+  RAYKV_LOG_FILE  append those lines to this file instead of stderr (read it with 'raykv logs')
 
 exit status: 0 on success; 1 when a command's check fails; 2 for usage errors
 (each command's --help says more).
@@ -225,6 +230,8 @@ COMMANDS: tuple[Command, ...] = (
             _run_sim, passthrough=True, description=SIM_DESCRIPTION),
     *sharded_commands(Command),
     *torture_commands(Command),
+    *logs_commands(Command),
+    *repeat_commands(Command),
 )
 
 
@@ -237,11 +244,22 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _TopHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse (3.11) measures the command names two columns short of the indent it prints them at,
+    so a name of ten characters or more (``test-repeat``) had its help pushed to the next line."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        names = [len(self._format_action_invocation(a)) for a in self._iter_indented_subactions(action)]
+        if names and action.help is not argparse.SUPPRESS:
+            indent = self._current_indent + self._indent_increment
+            self._action_max_length = max(self._action_max_length, max(names) + indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser, with one subparser per command (for ``--help`` and dispatch)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=_TopHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for cmd in COMMANDS:
