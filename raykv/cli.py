@@ -22,6 +22,7 @@ from raykv.logs_cli import commands as logs_commands
 from raykv.repeat_cli import commands as repeat_commands
 from raykv.sharded_cli import commands as sharded_commands
 from raykv.torture_cli import commands as torture_commands
+from raykv.viz_cli import commands as viz_commands
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -46,6 +47,7 @@ examples:
   raykv torture --campaigns 5         fault campaigns against a sharded service, checked like Jepsen
   raykv logs raft.log --topics elect  the Raft decision log in one column per peer
   raykv test-repeat TEST --runs 20    repeat one test, keep the failing runs' logs
+  raykv viz run.log -o run.html       a picture of a run: one HTML page from its decision log
 
 environment:
   RAY_ADDRESS   the Ray cluster to use when --address is not given (default: start an embedded one)
@@ -232,6 +234,7 @@ COMMANDS: tuple[Command, ...] = (
     *torture_commands(Command),
     *logs_commands(Command),
     *repeat_commands(Command),
+    *viz_commands(Command),
 )
 
 
