@@ -19,7 +19,9 @@ program, a notebook or a test needs to start or join a Ray cluster and run Raft 
   stop) and its errors :class:`ServiceError`, :class:`ServiceExistsError`,
   :class:`ServiceNotFoundError`; placement of a group's replicas on distinct nodes
   (:func:`place_group`, :class:`GroupPlacement`, :class:`PlacementError`).
-* The demo: :func:`run_demo` and its :class:`DemoReport` (``raykv demo`` on the command line).
+* The demos: :func:`run_system_demo` and its :class:`SystemDemoReport` (the whole system on a
+  multi-node cluster: ``raykv demo``), :func:`run_demo` and its :class:`DemoReport` (Raft alone:
+  ``raykv demo raft``).
 
 The command line is ``raykv --help`` (:mod:`raykv.cli`).
 """
@@ -44,6 +46,7 @@ from raykv.sharded import attach as attach_sharded
 from raykv.sharded import list_services as list_sharded
 from raykv.sharded import start as start_sharded
 from raykv.sharded_status import GroupStatus, ServiceStatus
+from raykv.system_demo import SystemDemoReport, run_system_demo
 from raykv.testing.raft_harness import RaftHarness
 
 __all__ = [
@@ -76,6 +79,7 @@ __all__ = [
     "ShardedKV",
     "StateMachine",
     "Storage",
+    "SystemDemoReport",
     "attach_sharded",
     "connect",
     "init_ray",
@@ -83,6 +87,7 @@ __all__ = [
     "place_group",
     "replica_actor",
     "run_demo",
+    "run_system_demo",
     "start_group",
     "start_sharded",
 ]

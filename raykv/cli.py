@@ -36,9 +36,11 @@ Run 'raykv COMMAND --help' for the options of one command.
 
 EPILOG = """\
 examples:
-  raykv demo                          5 peers, 20 commands, on an embedded Ray runtime
-  raykv demo --peers 3 --seed 7       a smaller cluster, election timeouts fixed by the seed
-  raykv demo --address auto           on the Ray cluster started on this machine with 'ray start'
+  raykv demo                          the whole system: a sharded service on a multi-node cluster,
+                                      a Join, a Leave, a lost node, a live table, a linearizability verdict
+  raykv demo --address auto           the same on the Ray cluster started with 'ray start --head'
+  raykv demo raft                     Raft alone: 5 peers, 20 commands, a leader crash, on embedded Ray
+  raykv demo raft --peers 3 --seed 7  a smaller Raft cluster, election timeouts fixed by the seed
   raykv check --format kv history.txt check a recorded key-value history for linearizability
   raykv sim --help                    the deterministic Raft simulator's options
   raykv start --name shop --groups 3  a sharded KV service on the Ray cluster ('ray start --head')
@@ -133,6 +135,23 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
                    help="show the actors' logs (Ray's log_to_driver)")
 
 
+def _run_demo_command(argv: list[str]) -> int:
+    """``raykv demo ...``: the whole-system demo (:mod:`raykv.system_demo_cli`), or with ``raft`` first
+    the Raft-only demo (its options parsed here, by :func:`_configure_demo`)."""
+    if argv and argv[0] == "raft":
+        p = argparse.ArgumentParser(prog=f"{PROG} demo raft", description=DEMO_DESCRIPTION,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        _configure_demo(p)
+        try:
+            args = p.parse_args(argv[1:])
+        except SystemExit as e:  # --help exits 0, usage errors 2
+            return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
+        return _run_demo(args)
+    from raykv.system_demo_cli import main as system_demo_main
+
+    return system_demo_main(argv, prog=f"{PROG} demo")
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from raykv.demo import DemoEvent, demo_header, new_seed, run_demo
 
@@ -157,7 +176,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         print()
     print(report.format(timeline=not live), flush=True)
     if not report.ok:
-        print(f"{PROG} demo: error: {report.error}", file=sys.stderr)
+        print(f"{PROG} demo raft: error: {report.error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -224,8 +243,8 @@ def _run_sim(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
-    Command("demo", "elect a leader, replicate, crash it, fail over and catch up, on Ray",
-            _run_demo, configure=_configure_demo, description=DEMO_DESCRIPTION),
+    Command("demo", "the whole system on a multi-node Ray cluster, live ('demo raft': Raft alone)",
+            _run_demo_command, passthrough=True),
     Command("check", "check recorded histories for linearizability (see 'raykv check --help')",
             _run_check, passthrough=True),
     Command("sim", "run the deterministic Raft simulator (see 'raykv sim --help')",

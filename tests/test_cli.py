@@ -102,15 +102,16 @@ def test_subcommand_help(command: str) -> None:
 
 
 def test_demo_help_describes_the_scenario(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--help"]) == 0
+    assert cli.main(["demo", "raft", "--help"]) == 0
     out = capsys.readouterr().out
     for option in ("--peers", "--commands", "--seed", "--address", "--quiet"):
         assert option in out
     assert "crashes the leader" in out
 
 
-@pytest.mark.parametrize("argv", [[], ["nosuch"], ["demo", "--peers", "2"], ["demo", "--commands", "1"],
-                                  ["demo", "--peers", "ten"]])
+@pytest.mark.parametrize("argv", [[], ["nosuch"], ["demo", "raft", "--peers", "2"],
+                                  ["demo", "raft", "--commands", "1"], ["demo", "raft", "--peers", "ten"],
+                                  ["demo", "--peers", "3"]])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2
     assert "usage: raykv" in capsys.readouterr().err
@@ -227,7 +228,7 @@ def test_sim_usage_errors_exit_2_without_raising(monkeypatch: pytest.MonkeyPatch
 
 
 # ---------------------------------------------------------------------------------------------
-# raykv demo, printing (a canned report; no Ray)
+# raykv demo raft, printing (a canned report; no Ray; the whole-system demo: test_system_demo_table.py)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -275,7 +276,7 @@ def test_demo_command_prints_the_report(quiet: bool, monkeypatch: pytest.MonkeyP
         return report
 
     monkeypatch.setattr(raykv.demo, "run_demo", fake_run_demo)
-    argv = ["demo", "--peers", "3", "--commands", "4", "--seed", "5", "--address", "auto"]
+    argv = ["demo", "raft", "--peers", "3", "--commands", "4", "--seed", "5", "--address", "auto"]
     assert cli.main([*argv, "--quiet"] if quiet else argv) == 0
     out = capsys.readouterr().out
     assert calls[0]["peers"] == 3 and calls[0]["commands"] == 4 and calls[0]["seed"] == 5
@@ -289,10 +290,10 @@ def test_demo_command_fails_with_the_reason(monkeypatch: pytest.MonkeyPatch,
     import raykv.demo
 
     monkeypatch.setattr(raykv.demo, "run_demo", lambda **_: canned_report("electing a new leader: none"))
-    assert cli.main(["demo", "--quiet"]) == 1
+    assert cli.main(["demo", "raft", "--quiet"]) == 1
     captured = capsys.readouterr()
     assert "FAILED: electing a new leader: none" in captured.out
-    assert captured.err.strip() == "raykv demo: error: electing a new leader: none"
+    assert captured.err.strip() == "raykv demo raft: error: electing a new leader: none"
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
