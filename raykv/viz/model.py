@@ -156,6 +156,23 @@ def _groups(parsed: dict[str, list[Line]]) -> dict[str, str]:
     return groups
 
 
+def _natural(text: str) -> list[Any]:
+    """A sort key putting ``g2`` before ``g10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _common_prefix(names: list[str]) -> int:
+    """The length of the prefix all ``names`` share, up to and including its last ``-``, ``_`` or
+    ``.`` (``torture-17-1-g101``, ``torture-17-1-ctrler`` -> ``g101``, ``ctrler``)."""
+    first, last = min(names), max(names)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    while n > 0 and first[n - 1] not in "-_.":
+        n -= 1
+    return n
+
+
 def _timed(parsed: dict[str, list[Line]]) -> tuple[list[tuple[float, int, Line]], str, float | None]:
     """Every line with its time, merged in time order. Times of day more than 12 hours apart mean the
     run crossed midnight: the early ones are the next day's (a run is taken to last under 12 hours)."""
@@ -200,11 +217,14 @@ def build(sources: Sequence[tuple[str, Iterable[str]]]) -> Timeline:
     timed, unit, first = _timed(parsed)
     tl = Timeline(unit=unit, start_clock=first)
     lane_of: dict[tuple[str, int], int] = {}
-    keys = sorted({(groups[ln.source], ln.peer) for _, _, ln in timed if ln.peer >= 0})
+    keys = sorted({(groups[ln.source], ln.peer) for _, _, ln in timed if ln.peer >= 0},
+                  key=lambda k: (_natural(k[0]), k[1]))
     ngroups = len({g for g, _ in keys})
+    cut = _common_prefix([g for g, _ in keys]) if ngroups > 1 else 0
     for g, p in keys:
         lane_of[(g, p)] = len(tl.lanes)
-        tl.lanes.append({"name": f"P{p}" if ngroups == 1 else f"{g} P{p}", "group": g, "peer": p})
+        tl.lanes.append({"name": f"P{p}" if ngroups == 1 else f"{g[cut:]} P{p}", "group": g, "peer": p,
+                         "end": 0.0})
         tl.states.append([])
         tl.logs.append([])
     state: list[list[Any]] = [[0, "", 0, 0, 0] for _ in keys]  # term, role, last, commit, snap
@@ -218,6 +238,7 @@ def build(sources: Sequence[tuple[str, Iterable[str]]]) -> Timeline:
             continue
         g = groups[ln.source]
         lane = lane_of[(g, ln.peer)]
+        tl.lanes[lane]["end"] = t
         st = state[lane]
         role = ln.role
         crashed = ln.topic == "persist" and ln.text.startswith("crashed")
