@@ -12,19 +12,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import viz_render
 
 from raft import trace
 from raft.sim import Profile, SimCluster, SimConfig
 from raykv import viz_cli
 from raykv.viz import build, render_html, write_viz
 from raykv.viz.model import Timeline
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -134,21 +136,12 @@ def test_command_writes_the_page_and_refuses_bad_input(sim_log: Path, tmp_path: 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip(f"no browser: the page test needs Debian's chromium and chromium-driver ({CHROMIUM}, "
-                    f"{CHROMEDRIVER}); install them with 'apt-get install chromium chromium-driver'")
+    if not (os.path.exists(viz_render.CHROMIUM) and os.path.exists(viz_render.CHROMEDRIVER)):
+        pytest.skip(f"no browser: the page test needs Debian's chromium and chromium-driver "
+                    f"({viz_render.CHROMIUM}, {viz_render.CHROMEDRIVER}); install them with "
+                    "'apt-get install chromium chromium-driver'")
     # selenium is in the test extra: where chromium is installed, missing selenium fails, never skips
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download a browser
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver = viz_render.chromium_driver()  # /usr/bin/chromium and chromedriver named; SE_OFFLINE
     try:
         yield driver
     finally:
@@ -192,4 +185,7 @@ def test_the_page_in_a_headless_browser(browser: object, sim_log: Path, sim_time
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20) or []
     assert len(colours) > 200, f"the screenshot looks blank: {len(colours)} distinct colours"
     assert not d.get_log("browser")  # type: ignore[attr-defined]
+    # benchmarks/viz_render.py's measurement works on it (the figure in docs/logs.md)
+    m = viz_render.measure(d, page)
+    assert 0 < m["render_ms"] < 20_000 and 0 <= m["step_ms"] < 5_000, m
 
