@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from actors.service_clerk import GroupClerkCore
@@ -37,14 +37,25 @@ from actors.service_endpoints import Endpoints
 from actors.service_protocol import INVALID, OK
 from actors.sessions import SessionExpired
 
+#: what a queued operation's ``tried`` and ``last`` are before its batch is first sent (shared, never
+#: changed: a batch gives its operations lists of their own when it is sent)
+_NOT_TRIED: tuple[str, ...] = ()
+_NOT_SENT: tuple[str, ...] = ("not sent yet",)
 
-@dataclass(eq=False, slots=True)
+
 class _Pending:
-    op: Any
-    future: asyncio.Future[Any]
-    #: servers tried for the batch this operation is in, shared by the batch (for the error message)
-    tried: list[str] = field(default_factory=list)
-    last: list[str] = field(default_factory=lambda: ["not sent yet"])
+    """One submitted operation and its caller's future (a plain slotted class: one is made per
+    operation, on the path of every write)."""
+
+    __slots__ = ("future", "last", "op", "tried")
+
+    def __init__(self, op: Any, future: asyncio.Future[Any]) -> None:
+        self.op = op
+        self.future = future
+        #: servers tried for the batch this operation is in, shared by the batch (for the error message)
+        self.tried: Sequence[str] = _NOT_TRIED
+        #: the last outcome of the batch, in a one-element list shared by the batch
+        self.last: Sequence[str] = _NOT_SENT
 
 
 class AsyncGroupClerk(GroupClerkCore):

@@ -45,7 +45,9 @@ class AsyncClerk(AsyncGroupClerk, ClerkCore):
 
     async def put(self, key: str, value: str, *, timeout: float | None = None) -> None:
         """Set ``key`` to ``value``."""
-        await self._submit(PUT, key, value, timeout)
+        if timeout is not None:  # the hot path of every write: one coroutine frame fewer than _submit
+            check_timeout(timeout)
+        await self._submit_op(self.make_op(PUT, key, value), timeout)
 
     async def append(self, key: str, value: str, *, timeout: float | None = None) -> None:
         """Append ``value`` to the value of ``key``; returns nothing."""
