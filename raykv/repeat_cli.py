@@ -276,6 +276,10 @@ def run(args: argparse.Namespace) -> int:
 
             if not parse_topics(args.log):
                 raise ValueError("no topic given; give 'all' or topics such as elect,commit")
+        if out_dir.exists() and any(out_dir.iterdir()):
+            print(f"raykv test-repeat: {out_dir} is not empty: give a new --out (kept logs are never "
+                  "overwritten)", file=sys.stderr)
+            return EXIT_USAGE
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / ".running").mkdir(exist_ok=True)
     except ValueError as e:

@@ -313,3 +313,8 @@ def test_repeat_refuses_a_target_that_selects_nothing(tiny: Path, tmp_path: Path
     assert "give the test to repeat" in capsys.readouterr().err
     assert repeat_cli.main([str(tiny), "--log", "vote"]) == 2
     assert "unknown topic(s) vote" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "run-0001.log").write_text("an earlier repetition's log\n")
+    assert repeat_cli.main([str(tiny), "--out", str(tmp_path / "full")]) == 2
+    assert "is not empty: give a new --out" in capsys.readouterr().err
+    assert (tmp_path / "full" / "run-0001.log").read_text() == "an earlier repetition's log\n"
