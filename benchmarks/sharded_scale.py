@@ -121,7 +121,8 @@ def prediction(rows: list[dict[str, Any]], cores: int) -> dict[str, Any]:
     CPU per operation of a group's replicas and of the whole local cluster c (every process of it: the
     clients in this process, the controller, Ray's own; the machine's if the cluster's cannot be read).
     The most this machine can carry is about cores ÷ c; G groups at r each (linear scaling) need about
-    G × r × c cores."""
+    G × r × c cores, or G × r × c_G at the cluster CPU per op c_G measured with G groups (higher: there
+    the groups compete for the same cores, and each group's batches are smaller)."""
     base = rows[0]
     r = base["ops_per_s"] / base["groups"]
     c = base.get("cluster_cpu_us_per_op") or base["machine_cpu_us_per_op"]
@@ -130,7 +131,9 @@ def prediction(rows: list[dict[str, Any]], cores: int) -> dict[str, Any]:
     if c:
         out["max_ops_per_s_here"] = cores / (c * 1e-6)
         out["linear"] = [{"groups": row["groups"], "ops_per_s": row["groups"] * r,
-                          "cores_needed": row["groups"] * r * c * 1e-6} for row in rows]
+                          "cores_needed": row["groups"] * r * c * 1e-6,
+                          "cores_needed_at_own_cost": row["groups"] * r * own * 1e-6 if own else None}
+                         for row in rows for own in [row.get("cluster_cpu_us_per_op")]]
     return out
 
 
@@ -175,8 +178,16 @@ def format_prediction(p: dict[str, Any]) -> str:
             f"{_us(p['cpu_us_per_op'])} in the whole cluster (clients, controller and Ray included). So "
             f"this machine carries at most about {p['max_ops_per_s_here']:,.0f} ops/s, and linear scaling "
             "needs: ")
-    text += ", ".join(f"{x['groups']} group(s): {x['ops_per_s']:,.0f} ops/s on {x['cores_needed']:.1f} cores"
-                      for x in p["linear"])
+    first = p["linear"][0]["groups"]
+
+    def need(x: dict[str, Any]) -> str:
+        own = x.get("cores_needed_at_own_cost")
+        at_own = ""
+        if own and x["groups"] != first:
+            at_own = f" ({own:.1f} at the CPU per op measured with {x['groups']})"
+        return f"{x['groups']} group(s): {x['ops_per_s']:,.0f} ops/s on {x['cores_needed']:.1f} cores{at_own}"
+
+    text += ", ".join(need(x) for x in p["linear"])
     return text + "."
 
 

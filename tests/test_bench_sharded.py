@@ -121,8 +121,11 @@ def test_group_figures_and_the_prediction_from_the_first_count() -> None:
     assert p["max_ops_per_s_here"] == pytest.approx(2 / 0.0018)
     assert [(x["groups"], x["ops_per_s"]) for x in p["linear"]] == [(1, 1000.0), (2, 2000.0)]
     assert p["linear"][1]["cores_needed"] == pytest.approx(3.6)
+    assert p["linear"][1]["cores_needed_at_own_cost"] == pytest.approx(2000 * 1.9 / 1400)
     note = ss.format_prediction(p)
-    assert "cannot grow much" in note and "2 group(s): 2,000 ops/s on 3.6 cores" in note
+    assert "cannot grow much" in note
+    assert "1 group(s): 1,000 ops/s on 1.8 cores, 2 group(s): 2,000 ops/s on 3.6 cores (2.7 at the CPU per " \
+        "op measured with 2)." in note
     table = ss.format_table(rows)
     assert "| 2 | 3 | 2 | 32 | 1,400 | 700 / 700 | 5.00 ms | 20.00 ms | 420 µs | 1.90 | 1,357 µs | 1.90 |" \
         in table
