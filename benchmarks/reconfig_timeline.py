@@ -2,7 +2,7 @@
 group joins, a group leaves and a node is lost (its replicas replaced), with the events marked.
 
     python benchmarks/reconfig_timeline.py [--nodes 4] [--groups 2] [--callers 32] [--phase 5]
-        [--interval 0.5] [--value-bytes 100] [--quick] [--json FILE] [--plot FILE]
+        [--interval 0.5] [--value-bytes 100] [--retry-pause S] [--quick] [--json FILE] [--plot FILE]
 
 A ``ray.cluster_utils.Cluster`` is started on this machine (a head node without CPUs and ``--nodes``
 worker nodes; Ray declares a silent node dead after about 2 s, as in tests/test_replacement_ray.py).
@@ -77,6 +77,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--interval", type=float, default=None, help="seconds per interval of the series "
                     "(0.5; --quick: 0.25)")
     ap.add_argument("--value-bytes", type=int, default=100, help="bytes per value (100)")
+    ap.add_argument("--retry-pause", type=float, default=None, metavar="S",
+                    help="the clerk's pause before asking for a new configuration after a wrong-group "
+                    "answer (default: the clerk's own, 0.1 s)")
     ap.add_argument("--quick", action="store_true", help="short mode: phases of 1 s, 16 callers")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the series and events as JSON")
     ap.add_argument("--plot", type=Path, metavar="FILE", help="draw the timeline to this PNG")
@@ -89,6 +92,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  "nodes, and a lost replica is replaced on a live node its group does not use yet")
     if not 1 <= a.groups < NSHARDS:
         ap.error(f"--groups must be between 1 and {NSHARDS - 1} (one more group joins), got {a.groups}")
+    if a.retry_pause is not None and a.retry_pause < 0:
+        ap.error("--retry-pause must be >= 0")
     if a.callers < 1 or a.phase <= 0 or a.interval <= 0 or a.value_bytes < 0:
         ap.error("need --callers >= 1, --phase > 0, --interval > 0 and --value-bytes >= 0")
     return a
@@ -223,7 +228,8 @@ def run(a: argparse.Namespace, cluster: Any, workers: list[Any]) -> dict[str, An
         ck = kv.clerk()
         for k in keys:
             ck.put(k, "v" * a.value_bytes, timeout=60)
-        load = Load(kv.async_clerk(), [keys] * a.callers, [0] * a.callers, value_bytes=a.value_bytes)
+        options = {} if a.retry_pause is None else {"retry_pause": a.retry_pause}
+        load = Load(kv.async_clerk(**options), [keys] * a.callers, [0] * a.callers, value_bytes=a.value_bytes)
         t0 = time.monotonic()
 
         def mark(label: str, at: float | None = None) -> None:
