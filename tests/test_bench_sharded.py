@@ -33,7 +33,7 @@ def test_scale_defaults_and_quick_mode() -> None:
 
 def test_timeline_defaults_and_quick_mode() -> None:
     a = rt.parse_args([])
-    assert (a.nodes, a.groups, a.callers, a.phase, a.interval) == (4, 2, 32, 5.0, 0.5)
+    assert (a.nodes, a.groups, a.callers, a.phase, a.interval, a.retry_pause) == (4, 2, 32, 5.0, 0.5, None)
     q = rt.parse_args(["--quick"])
     assert (q.callers, q.phase, q.interval) == (16, 1.0, 0.25)
 
@@ -46,6 +46,7 @@ def test_timeline_defaults_and_quick_mode() -> None:
     (rt, ["--nodes", "3"], "--nodes must be at least 4"),
     (rt, ["--groups", "12"], "--groups must be between 1 and 11"),
     (rt, ["--interval", "0"], "--interval > 0"),
+    (rt, ["--retry-pause", "-1"], "--retry-pause must be >= 0"),
 ])
 def test_bad_arguments_are_usage_errors_that_say_what_is_allowed(
         module: Any, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
