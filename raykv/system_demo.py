@@ -444,7 +444,7 @@ class _SystemDemo:
             alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
             self.labels = {node: f"n{i}" for i, node in enumerate(alive, 1)}
         r.ray_start_s = self.elapsed()
-        self.event(f"Ray ready: {r.cluster} ({len(self.labels)} nodes)")
+        self.event(f"Ray ready: {r.cluster}")
         return owned
 
     def scenario(self) -> None:
@@ -524,7 +524,7 @@ class _SystemDemo:
     def lose_node(self) -> None:
         import ray
 
-        from actors.placement import alive_nodes
+        from actors.placement import BUNDLE_CPU, alive_nodes
 
         r, kv = self.report, self.kv
         kv._refresh()
@@ -560,10 +560,12 @@ class _SystemDemo:
             self.event(f"killed the service's replicas on node {r.lost_node} (an existing cluster: the node "
                        f"itself is left alone): {hit}; each group's leader replaces its lost replica")
         self.begin("waiting for the lost replicas to be replaced", "replacing")
-        live = set(alive_nodes()) - ({victim} if r.node_killed else set())
+        # the nodes a replacement may go to (as actors/replacer.py picks them: alive, with CPUs)
+        live = set(alive_nodes(BUNDLE_CPU)) - ({victim} if r.node_killed else set())
         lost_gids = {gid for gid, _ in r.lost_replicas}
-        free = {gid: [n for n in live if n not in {x for x in self._group(gid).nodes if x != victim}]
-                for gid in lost_gids}
+        others = {gid: {x for i, x in enumerate(self._group(gid).nodes) if i != slot}
+                  for gid, slot in r.lost_replicas}  # where the group's other replicas run
+        free = {gid: [n for n in live if n not in others[gid]] for gid in lost_gids}
         stuck = sorted(gid for gid, nodes in free.items() if not nodes)
         deadline = time.monotonic() + SETTLE_S
         while True:
