@@ -48,10 +48,18 @@ SILENCE_S = 2.0
 
 @pytest.fixture
 def shardkv(ray_session: None) -> Iterator[Callable[..., ShardKVHarness]]:
-    made: list[ShardKVHarness] = []
+    yield from harness_factory()
 
-    def make(n: int = 3, unreliable: bool = False, maxraftstate: int = -1) -> ShardKVHarness:
-        h = ShardKVHarness(n, unreliable, maxraftstate)
+
+def harness_factory(harness: Callable[..., Any] = ShardKVHarness,
+                    label: str = "shardkv harness") -> Iterator[Callable[..., Any]]:
+    """The body of the ``shardkv`` fixture: make harnesses (``ShardKVHarness``, or another class with
+    its constructor, e.g. the stream transport's; ``options`` go to the constructor), then print their
+    move times and summaries and check and stop them all."""
+    made: list[Any] = []
+
+    def make(n: int = 3, unreliable: bool = False, maxraftstate: int = -1, **options: Any) -> Any:
+        h = harness(n, unreliable, maxraftstate, **options)
         made.append(h)
         return h
 
@@ -67,7 +75,7 @@ def shardkv(ray_session: None) -> Iterator[Callable[..., ShardKVHarness]]:
             if moves:
                 print(f"shard moves: {len(moves)}, median {statistics.median(moves) * 1000:.0f} ms, "
                       f"worst {moves[-1] * 1000:.0f} ms")
-            print(f"shardkv harness seed {h.seed}: {h.summary()}")
+            print(f"{label} seed {h.seed}: {h.summary()}")
             h.cleanup()
         except AssertionError as e:
             failures.append(str(e))

@@ -441,17 +441,7 @@ class ShardKVHarness:
         """Seconds each shard move took, from the first server of the new owner applying the
         configuration that made the shard arrive to the first one applying its install (every clock is
         the machine's CLOCK_MONOTONIC). Moves that never completed are not counted."""
-        started: dict[tuple[int, int, int], float] = {}
-        installed: dict[tuple[int, int, int], float] = {}
-        for name, events in self.shard_events().items():
-            gid = int(name.split("-")[1])
-            for what, num, shards, t in events:
-                table = started if what == "config" else installed if what == "installed" else None
-                if table is not None:
-                    for sh in shards:
-                        key = (gid, num, sh)
-                        table[key] = min(t, table.get(key, t))
-        return sorted(installed[k] - started[k] for k in installed if k in started)
+        return move_times(self.shard_events())
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -508,6 +498,24 @@ class ShardKVHarness:
 # ------------------------------------------------------------------------------------------------
 # Recorded clerk calls and the checks of the tests
 # ------------------------------------------------------------------------------------------------
+
+
+def move_times(events_by_server: dict[str, list[tuple[str, int, tuple[int, ...], float]]]) -> list[float]:
+    """Seconds each shard move took (sorted), from every server's applied migration steps
+    (``shard_events()``, by server name; the gid is the name's second part: ``server-101-2``,
+    ``shardkv-101-3fa9c2-0``): from the first server of the new owner applying the configuration that
+    made the shard arrive to the first one applying its install. Moves never completed are not counted."""
+    started: dict[tuple[int, int, int], float] = {}
+    installed: dict[tuple[int, int, int], float] = {}
+    for name, events in events_by_server.items():
+        gid = int(name.split("-")[1])
+        for what, num, shards, t in events:
+            table = started if what == "config" else installed if what == "installed" else None
+            if table is not None:
+                for sh in shards:
+                    key = (gid, num, sh)
+                    table[key] = min(t, table.get(key, t))
+    return sorted(installed[k] - started[k] for k in installed if k in started)
 
 
 def rget(ck: Clerk, key: str, rec: Recorder | None, client: Any, timeout: float = OP_TIMEOUT_S) -> str:
