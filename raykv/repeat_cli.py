@@ -147,11 +147,10 @@ def _why(out_path: Path, status: int | None, timeout: float) -> str:
         lines = out_path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return f"pytest exit status {status}"
-    for line in lines:
-        if line.startswith(("FAILED ", "ERROR ")):
-            return line
-    tail = [line for line in lines if line.strip()]
-    return tail[-1].strip() if tail else f"pytest exit status {status}"
+    found = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    if not found:
+        found = [line.strip() for line in lines if line.strip()][-1:] or [f"pytest exit status {status}"]
+    return found[0] if len(found[0]) <= 200 else found[0][:197] + "..."
 
 
 class Repeater:
@@ -171,7 +170,8 @@ class Repeater:
         log_path, out_path = self.work / f"{name}.log", self.work / f"{name}.out"
         env = dict(os.environ, RAYKV_LOG=self.topics, RAYKV_LOG_FILE=str(log_path.resolve()),
                    **{RUN_ENV: str(number)})
-        env.setdefault("RAY_DEDUP_LOGS", "0")
+        env.setdefault("RAY_DEDUP_LOGS", "0")  # Ray would fold similar lines of several workers into one
+        env.setdefault("COLUMNS", "240")  # pytest cuts its summary lines (the failure's reason) to the width
         log_path.touch()
         started = time.monotonic()
         with out_path.open("wb") as out:
