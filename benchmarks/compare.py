@@ -207,6 +207,7 @@ async def _measure(a: argparse.Namespace, write: Op, read: Op, populate: Callabl
         if op == "read":
             for c in range(max(a.clients)):
                 await populate(c)
+            await read(0)  # the first read (a new session or path on the server) is not measured
         for n in a.clients:
             record(op)(await drive(write if op == "write" else read, n, a.warmup, a.duration))
 
@@ -361,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"PySyncObj {config.get('pysyncobj_version', '-')}, "
           f"etcd {config.get('etcd_version', '-')}\n")
     print(format_table(rows))
+    for r in rows:
+        if r["count"] == 0:
+            print(f"\n{r['system']} {r['op']} at {r['clients']} clients: no operation started in the "
+                  f"{a.duration:g} s window (one stalled longer than that); lengthen --duration")
     for system, reason in skipped.items():
         print(f"\n{system} skipped: {reason}")
     for system, error in failed.items():
