@@ -155,17 +155,23 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _print_rich(rows: list[list[tuple[str, str]]], out: TextIO) -> None:
-    from rich.console import Console
-    from rich.text import Text
+    """Write the rows with each segment in its style: rich turns each style into its terminal codes
+    once, and the lines are written directly (a rich Console per line took minutes on a long log)."""
+    from rich.color import ColorSystem
+    from rich.style import Style
 
-    console = Console(file=out, force_terminal=True, highlight=False, markup=False, emoji=False,
-                      soft_wrap=True)
+    codes: dict[str, Style] = {}
+    write = out.write
     for segs in rows:
-        text = Text()
+        parts = []
         for piece, style in segs:
-            text.append(piece, style=style or None)
-        text.rstrip()
-        console.print(text)
+            if style and piece.strip():
+                if style not in codes:
+                    codes[style] = Style.parse(style)
+                piece = codes[style].render(piece, color_system=ColorSystem.STANDARD)
+            parts.append(piece)
+        write("".join(parts).rstrip() + "\n")
+    out.flush()
 
 
 def commands(command_cls: Any) -> tuple[Any, ...]:

@@ -158,6 +158,19 @@ def test_layout_with_fewer_columns_names_the_peer_in_each_cell() -> None:
     assert Layout(peers=(("", 0), ("", 1), ("", 2), ("", 3)), ncols=2).column_of(("", 3)) == 1
 
 
+def test_wrap_cuts_at_spaces_within_the_width() -> None:
+    assert logview.wrap("commit index 17 -> 19", 12) == ["commit index", "17 -> 19"]
+    assert logview.wrap("a " + "x" * 10 + " b", 4) == ["a", "xxxx", "xxxx", "xx b"]
+    assert logview.wrap("", 5) == [""] and logview.wrap("short", 5) == ["short"]
+    text = "won the election with votes [0, 1, 2] at last index 17 term 4"
+    for width in range(4, 40):
+        lines = logview.wrap(text, width)
+        assert all(len(line) <= width for line in lines)
+        assert "".join(lines).replace(" ", "") == text.replace(" ", "")  # nothing lost
+        if width >= len("election"):  # no word longer than the line: cut only at spaces
+            assert " ".join(lines).split() == text.split()
+
+
 def test_plan_shares_the_total_width() -> None:
     events = [Event(raw="", time=0.0, peer=p, term=1, role="follower", topic="term") for p in (3, 7)]
     lay = plan(events, total_width=110)
