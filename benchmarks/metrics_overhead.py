@@ -8,9 +8,10 @@ loop, over the stream transport on 127.0.0.1, with memory storage (no fsync: the
 write is the largest it can be). Every replica and the clerk share one core, so any CPU the metrics
 add shows as lost throughput. Each round runs the workload twice, once with the replicas' ``_drain``
 as committed (metrics on) and once with the same ``_drain`` less the metrics lines (off: the
-function is rebuilt from this file's copy of the source with them removed), in alternating order;
-the table gives the median over the rounds of sequential latency (``--sequential`` puts one at a time)
-and of throughput (``--writers`` concurrent writers, ``--per-writer`` puts each), and the difference.
+function is rebuilt from its source with them removed), in alternating order after a warm-up run;
+the table gives the median over the rounds of sequential latency (``--sequential`` puts one at a time),
+of throughput (``--writers`` concurrent writers, ``--per-writer`` puts each) and of this process's CPU
+time per write over both parts (the least noisy of the three on a shared machine), and the difference.
 Also: Readies and drains per write at the leader, and the cost of the metrics' per-Ready work alone
 (``timeit``). No Ray runtime is started.
 """
@@ -77,8 +78,9 @@ def drain_without_metrics() -> Any:
     return namespace["_drain"]
 
 
-async def _workload(sequential: int, writers: int, per_writer: int) -> tuple[float, float, int, int]:
-    """``(sequential p50 seconds, writes/s at writers, leader Readies, leader drains)``."""
+async def _workload(sequential: int, writers: int, per_writer: int) -> tuple[float, float, int, int, float]:
+    """``(sequential p50 seconds, writes/s at writers, leader Readies and drains per 1,000 writes, CPU
+    seconds of this process per write over both parts)``."""
     from kvraft.async_clerk import AsyncClerk
     from kvraft.endpoints import StreamEndpoints
     from kvraft.server import KVReplica
@@ -111,6 +113,7 @@ async def _workload(sequential: int, writers: int, per_writer: int) -> tuple[flo
         core.ready = counted_ready  # type: ignore[method-assign]
         leader._drain = counted_drain  # type: ignore[method-assign]
         lat = []
+        cpu0 = time.process_time()
         for k in range(sequential):
             t0 = time.perf_counter()
             await ck.put(f"s{k % 10}", "x" * 16, timeout=10)
@@ -124,8 +127,9 @@ async def _workload(sequential: int, writers: int, per_writer: int) -> tuple[flo
         await asyncio.gather(*(writer(w) for w in range(writers)))
         rate = writers * per_writer / (time.perf_counter() - t0)
         total = sequential + writers * per_writer
+        cpu = (time.process_time() - cpu0) / total
         per_1k = (counts["readies"] * 1000 // total, counts["drains"] * 1000 // total)
-        return statistics.median(lat), rate, *per_1k
+        return statistics.median(lat), rate, *per_1k, cpu
     finally:
         await ck.close()
         await endpoints.aclose()
@@ -167,26 +171,30 @@ def main() -> None:
     args = ap.parse_args()
     with_metrics = replica_module.ReplicaActor._drain
     without = drain_without_metrics()
-    results: dict[str, list[tuple[float, float, int, int]]] = {"on": [], "off": []}
+    results: dict[str, list[tuple[float, float, int, int, float]]] = {"on": [], "off": []}
+    asyncio.run(_workload(50, 10, 10))  # warm-up, not counted: the first run in a process pays for imports
     for rnd in range(args.rounds):
         for variant in (("on", "off") if rnd % 2 == 0 else ("off", "on")):
             replica_module.ReplicaActor._drain = with_metrics if variant == "on" else without
             results[variant].append(asyncio.run(_workload(args.sequential, args.writers, args.per_writer)))
             r = results[variant][-1]
             print(f"round {rnd + 1} metrics {variant:>3}: sequential p50 {r[0] * 1e3:.3f} ms, "
-                  f"{args.writers} writers {r[1]:,.0f} writes/s", flush=True)
+                  f"{args.writers} writers {r[1]:,.0f} writes/s, CPU {r[4] * 1e6:.1f} µs/write", flush=True)
     replica_module.ReplicaActor._drain = with_metrics
     print()
-    print(f"{'':<10} {'sequential p50':>15} {f'{args.writers} writers':>16} {'Readies/1k writes':>18} "
-          f"{'drains/1k writes':>17}")
+    print(f"{'':<10} {'sequential p50':>15} {f'{args.writers} writers':>16} {'CPU/write':>11} "
+          f"{'Readies/1k writes':>18} {'drains/1k writes':>17}")
     med = {}
     for variant in ("on", "off"):
         rs = results[variant]
-        med[variant] = (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
+        med[variant] = (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
+                        statistics.median(r[4] for r in rs))
         print(f"metrics {variant:<3} {med[variant][0] * 1e3:>12.3f} ms {med[variant][1]:>11,.0f} w/s "
-              f"{statistics.median(r[2] for r in rs):>18} {statistics.median(r[3] for r in rs):>17}")
+              f"{med[variant][2] * 1e6:>8.1f} µs {statistics.median(r[2] for r in rs):>18} "
+              f"{statistics.median(r[3] for r in rs):>17}")
     print(f"{'change':<10} {(med['on'][0] / med['off'][0] - 1) * 100:>+13.1f} % "
-          f"{(med['on'][1] / med['off'][1] - 1) * 100:>+13.1f} %")
+          f"{(med['on'][1] / med['off'][1] - 1) * 100:>+13.1f} % "
+          f"{(med['on'][2] / med['off'][2] - 1) * 100:>+9.1f} %")
     print(f"\nthe metrics' work per leader Ready (timeit): {per_ready_cost() * 1e6:.2f} µs")
 
 
