@@ -221,6 +221,10 @@ def test_bad_input_to_a_running_service_changes_nothing(ray_session: None) -> No
         assert st.groups[0].leader == 0 and st.groups[0].up == 1 and st.ctrler.leader == 0
         assert st.config is not None and st.config.num == 3 - 1  # the join of both, the leave of one
         assert "configuration 2" in st.format()
+        # the metrics in status(): group 1 took group 2's shards (docs/ray-layer.md, "Metrics")
+        m = st.groups[0].metrics
+        assert m["shards_in"] == 5 and m["ops_applied"] >= 3 and m["leader_changes"] >= 1, m
+        assert st.ctrler.metrics["ops_applied"] >= 2 and "metrics (ops: operations applied" in st.format()
     finally:
         kv.stop()
     assert root is not None and not os.path.exists(root), "stop() must remove the service's storage"
