@@ -248,9 +248,10 @@ def test_three_replicas_derive_their_metrics_from_their_readies() -> None:
             for f in figures:
                 assert f["ops_applied"] >= writes and f["entries_applied"] >= f["ops_applied"] // 10, f
                 assert f["snapshots_taken"] + f["snapshots_installed"] >= 1 and f["last_snapshot_bytes"] > 0
-            assert len({f["ops_applied"] for f in figures}) == 1, "every replica applied the same log"
-            lat = figures[leader]["commit_latency"]
-            assert lat["count"] >= writes and 0 < lat["p50"] < 1.0, lat
+            entry_by_entry = {f["ops_applied"] for f in figures if not f["snapshots_installed"]}
+            assert len(entry_by_entry) == 1, "every replica that applied entry by entry applied the same log"
+            lat = figures[leader]["commit_latency"]  # one sample per write, unless leadership changed
+            assert lat["count"] >= 1 and 0 < lat["p50"] < 1.0, lat
             assert sum(f["leader_changes"] for f in figures) >= 1 and figures[leader]["leader_changes"] >= 1
             assert figures[leader]["elections_started"] >= 1
             group = aggregate(figures, leader)
