@@ -95,7 +95,10 @@ the faulty network actor, and then:
   6. checks that every peer applied every command, at the same index, in order.
 
 Prints a timeline as it goes, then a table of the peers (term, role, commit index, last log index,
-RPCs received), the terms and leaders seen, and the network's RPC and byte counts.
+RPCs received), the terms and leaders seen, and the network's RPC and byte counts. When it starts
+Ray itself, every process logs its Raft decisions to --out/decisions.log (RAYKV_LOG topics: all,
+unless the variable names others) and the end prints the path of the run's picture, --out/viz.html
+(see 'raykv viz --help'); on a Ray runtime that was already running there is no picture.
 Exit status: 0 when every step succeeded, 1 when one failed (the message says which and why).
 """
 
@@ -129,6 +132,9 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
                         "else local)")
     p.add_argument("--namespace", default=None, metavar="NAME",
                    help="Ray namespace for the demo's actors (default: raykv)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where the run's decision log and its picture (viz.html) go, when the demo "
+                        "starts Ray itself (default: raykv-demo/raft-DATE-TIME)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress while running; print only the final account")
     p.add_argument("--verbose", action="store_true",
@@ -171,6 +177,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         on_event=show if live else None,
         progress_bar=live,
         log_to_driver=args.verbose,
+        out=args.out,
     )
     if live:
         print()

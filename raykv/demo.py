@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = ["DemoEvent", "DemoFailure", "DemoReport", "PeerRow", "demo_header", "new_seed", "run_demo"]
@@ -118,6 +119,11 @@ class DemoReport:
     elapsed: float = 0.0
     #: seconds Ray took to start or connect
     ray_start_s: float = 0.0
+    #: the Raft decision log of every process (``decisions.log``) and its ``raykv viz`` page
+    #: (``viz.html``), when the demo started Ray itself; else ``viz_note`` says why there is none
+    decision_log: str | None = None
+    viz_html: str | None = None
+    viz_note: str | None = None
     #: ``"step: reason"`` when a step failed
     error: str | None = None
 
@@ -149,6 +155,11 @@ class DemoReport:
             lines.append(
                 f"Network: {self.total_rpcs:,} RPCs, {self.total_bytes:,} bytes of requests, "
                 f"{self.handler_errors} handler errors")
+        if self.viz_html:
+            lines.append(f"Picture of the run: {self.viz_html} (open it in a browser; decision log "
+                         f"{self.decision_log})")
+        elif self.viz_note:
+            lines.append(f"No picture of the run: {self.viz_note}")
         if self.ok:
             lines.append(
                 f"OK: {self.commands} commands on {self.peers} peers survived a leader crash "
@@ -187,14 +198,20 @@ def run_demo(
     on_event: Callable[[DemoEvent], None] | None = None,
     progress_bar: bool = False,
     log_to_driver: bool = False,
+    out: str | Path | None = None,
 ) -> DemoReport:
     """Run the demo scenario (see the module docstring) and return what happened.
 
     Ray: reused when it is already initialised in this process (and then left running), otherwise
     started embedded or connected to ``address`` (see :func:`raykv.cluster.init_ray`) and shut down at
-    the end. ``on_event`` is called with each timeline event as it happens; ``progress_bar`` shows a
-    tqdm bar (on stderr, terminals only) while commands replicate. ``seed`` fixes the peers' election
-    timeouts and the network's random choices (not the real timing, so runs still differ a little).
+    the end. When the demo starts Ray itself, every process logs its Raft decisions (``RAYKV_LOG``,
+    all topics unless the variable names some) to ``out/decisions.log`` and the run's ``raykv viz``
+    page is written to ``out/viz.html`` (``out`` defaults to ``raykv-demo/raft-DATE-TIME``; see
+    :mod:`raykv.demo_picture`); on a runtime that was running already there is no page and
+    :attr:`DemoReport.viz_note` says why. ``on_event`` is called with each timeline event as it
+    happens; ``progress_bar`` shows a tqdm bar (on stderr, terminals only) while commands replicate.
+    ``seed`` fixes the peers' election timeouts and the network's random choices (not the real
+    timing, so runs still differ a little).
 
     Raises ``ValueError`` for arguments outside ``3 <= peers <= 9`` and ``commands >= 2``; every
     other failure is reported in :attr:`DemoReport.error`.
@@ -207,7 +224,8 @@ def run_demo(
                          "some after")
     seed = seed if seed is not None else new_seed()
     report = DemoReport(peers=peers, commands=commands, seed=seed)
-    demo = _Demo(report, on_event, progress_bar)
+    out_dir = Path(out) if out is not None else Path("raykv-demo") / time.strftime("raft-%Y%m%d-%H%M%S")
+    demo = _Demo(report, on_event, progress_bar, out_dir)
     demo.run(address, namespace, log_to_driver)
     return report
 
@@ -216,8 +234,11 @@ class _Demo:
     """The scenario's steps and the bookkeeping shared between them."""
 
     def __init__(self, report: DemoReport, on_event: Callable[[DemoEvent], None] | None,
-                 progress_bar: bool) -> None:
+                 progress_bar: bool, out: Path) -> None:
+        from raykv.demo_picture import DemoPicture
+
         self.report = report
+        self.picture = DemoPicture(out)
         self.on_event = on_event
         self.progress_bar = progress_bar
         self.t0 = time.monotonic()
@@ -292,13 +313,16 @@ class _Demo:
             if ray.is_initialized():
                 self.step = "attaching to Ray"
                 self.event("using the Ray runtime already running in this process")
+                self.picture.not_recorded()
             elif (address or os.environ.get("RAY_ADDRESS") or "local") == "local":
                 self.step = "starting Ray"
                 self.event("starting Ray")
             else:
                 self.step = "connecting to Ray"
                 self.event(f"connecting to Ray at {address or os.environ['RAY_ADDRESS']}")
-            cluster = init_ray(address, namespace, log_to_driver=log_to_driver)
+                self.picture.not_recorded()
+            with self.picture.inherit():  # an embedded runtime's raylet, and so its workers, log
+                cluster = init_ray(address, namespace, log_to_driver=log_to_driver)
             r.ray_start_s = self.elapsed()
             r.cluster = cluster.describe()
             self.event(r.cluster)
@@ -319,6 +343,15 @@ class _Demo:
                     self.harness.kill()
             if cluster is not None:
                 cluster.shutdown()
+            self.draw()
+
+    def draw(self) -> None:
+        """The run's picture (:mod:`raykv.demo_picture`), after the peers have stopped."""
+        r = self.report
+        page = self.picture.draw(f"raykv demo raft, seed {r.seed}")
+        r.decision_log = str(self.picture.log) if page is not None else None
+        r.viz_html = str(page) if page is not None else None
+        r.viz_note = self.picture.why_not
 
     def scenario(self) -> None:
         import ray

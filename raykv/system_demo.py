@@ -33,7 +33,11 @@ The scenario:
 7. **the verdict**: the clients stop, every key is read once more, and the whole history is checked
    (:func:`linearizability.check`, a definite verdict required) and every acknowledged write looked up
    (:func:`raykv.torture_check.lost_writes`); the history (``history.kv``, re-checkable with
-   ``raykv check --format kv``) and the checker's HTML report (``report.html``) are written to ``out``.
+   ``raykv check --format kv``) and the checker's HTML report (``report.html``) are written to ``out``;
+8. **the picture**: on a cluster started here every process logs its Raft decisions to
+   ``out/decisions.log`` (``RAYKV_LOG``: all topics unless the variable names some), and the run's
+   ``raykv viz`` page is written to ``out/viz.html`` (:mod:`raykv.demo_picture`; an existing cluster's
+   workers do not have the variables, so there is no page and the report says why).
 
 Between the steps the clients run for ``phase_s`` seconds. Every ``poll_s`` seconds a background thread
 reads the service's status and hands a :class:`~raykv.demo_table.Snapshot` (one row per group: leader,
@@ -49,14 +53,15 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from raykv.demo import DemoEvent, DemoFailure, new_seed
+from raykv.demo_picture import DemoPicture
 from raykv.demo_table import Snapshot, build_snapshot, node_label, shard_rates
+from raykv.system_demo_report import SystemDemoReport, gname, shard_list, system_demo_header
 
-__all__ = ["SystemDemoReport", "run_system_demo"]
+__all__ = ["SystemDemoReport", "run_system_demo", "system_demo_header"]
 
 #: Ray declares a silent node dead after about 2 s (4 missed health checks, 500 ms apart)
 FAST_NODE_DEATH: dict[str, Any] = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 500,
@@ -71,135 +76,6 @@ SETTLE_S = 60.0
 CHECK_S = 60.0
 #: keys per shard the clients use
 KEYS_PER_SHARD = 2
-
-
-@dataclass
-class SystemDemoReport:
-    """What :func:`run_system_demo` saw. ``ok``: every step happened, the history is linearizable (a
-    definite verdict), no acknowledged write was lost or applied twice, and ``error`` is ``None``."""
-
-    seed: int
-    groups: int
-    replicas: int
-    clients: int
-    #: ``"cluster"`` (a multi-node cluster started here) or ``"existing"`` (one that was running)
-    mode: str = ""
-    cluster: str = ""
-    service: str = ""
-    events: list[DemoEvent] = field(default_factory=list)
-    #: the group that joined, and the group that left
-    joined: int | None = None
-    left: int | None = None
-    #: shards that moved to the joining group, and away from the leaving one
-    moved_in: tuple[int, ...] = ()
-    moved_out: tuple[int, ...] = ()
-    #: the node lost (or whose replicas were killed): its label and id
-    lost_node: str | None = None
-    lost_node_id: str | None = None
-    #: True when a whole node was killed; False when only the service's replicas on it were
-    node_killed: bool = False
-    #: ``(gid, slot)`` of every replica lost with it (gid 0: the controller)
-    lost_replicas: list[tuple[int, int]] = field(default_factory=list)
-    #: gid -> seconds from the loss until the group was back at full strength on live nodes
-    replaced: dict[int, float] = field(default_factory=dict)
-    #: gid -> ``(old node label, new node label)`` of each replacement
-    replaced_on: dict[int, tuple[str, str]] = field(default_factory=dict)
-    #: why the lost replicas could not all be replaced (an existing cluster with too few nodes), if so
-    not_replaced: str | None = None
-    ops: int = 0
-    #: client operations whose outcome is unknown (they raised, e.g. timed out)
-    unknown: int = 0
-    verdict: str = "not checked"
-    check_s: float = 0.0
-    checked_writes: int = 0
-    lost: list[str] = field(default_factory=list)
-    duplicated: list[str] = field(default_factory=list)
-    history_path: str | None = None
-    report_html: str | None = None
-    #: total client operations per second, sampled by the status poller: ``(elapsed, ops/s)``
-    throughput: list[tuple[float, float]] = field(default_factory=list)
-    #: the last table the poller made
-    last_snapshot: Snapshot | None = None
-    elapsed: float = 0.0
-    ray_start_s: float = 0.0
-    service_start_s: float = 0.0
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return (self.error is None and self.verdict == "linearizable" and not self.lost
-                and not self.duplicated and self.joined is not None and self.left is not None
-                and self.lost_node is not None
-                and (self.not_replaced is not None
-                     or len(self.replaced) == len({g for g, _ in self.lost_replicas})))
-
-    def header(self) -> str:
-        return system_demo_header(self.groups, self.replicas, self.clients, self.seed)
-
-    def format(self, timeline: bool = True, table: bool = True) -> str:
-        """The account: the timeline and the last table (each optional), what happened, the verdict and
-        where the files are."""
-        lines: list[str] = []
-        if timeline:
-            lines += [self.header(), *(e.format() for e in self.events), ""]
-        if table and self.last_snapshot is not None:
-            from raykv.demo_table import format_snapshot
-
-            lines += ["Groups at the end", *format_snapshot(self.last_snapshot), ""]
-        if self.joined is not None:
-            lines.append(f"Join: group {self.joined} took shards {_list(self.moved_in)}")
-        if self.left is not None:
-            lines.append(f"Leave: group {self.left} handed over shards {_list(self.moved_out)} and stopped")
-        if self.lost_node is not None:
-            what = "killed" if self.node_killed else "kept, the service's replicas on it killed"
-            per = ", ".join(f"{_gname(g)} {s:.1f} s" for g, s in sorted(self.replaced.items()))
-            lines.append(f"Loss: node {self.lost_node} {what} ({len(self.lost_replicas)} replicas, one per "
-                         f"group); back at full strength after: {per or 'not yet'}")
-            if self.not_replaced:
-                lines.append(f"  not replaced: {self.not_replaced}")
-        if self.ops:
-            peak = max((r for _, r in self.throughput), default=0.0)
-            lines.append(f"Clients: {self.ops:,} operations ({self.unknown} with an unknown outcome), "
-                         f"up to {peak:.0f} ops/s")
-        if self.verdict != "not checked":
-            lines.append(f"Linearizability: {self.verdict} (checked in {self.check_s:.2f} s); "
-                         f"{self.checked_writes} acknowledged writes looked up: {len(self.lost)} lost, "
-                         f"{len(self.duplicated)} duplicated")
-        if self.report_html:
-            lines.append(f"HTML report: {self.report_html}")
-        if self.history_path:
-            lines.append(f"History: {self.history_path} (raykv check --format kv {self.history_path})")
-        if self.ok:
-            lines.append(f"OK: {self.ops:,} operations through a Join, a Leave and a lost "
-                         f"{'node' if self.node_killed else 'set of replicas'}, linearizable; "
-                         f"{self.elapsed:.1f} s in all ({self.ray_start_s:.1f} s starting Ray, "
-                         f"{self.service_start_s:.1f} s starting the service)")
-        else:
-            lines.append(f"FAILED: {self.error or self._why()}")
-        return "\n".join(lines)
-
-    def _why(self) -> str:
-        if self.verdict != "linearizable":
-            return f"the history is {self.verdict}"
-        if self.lost or self.duplicated:
-            return f"{len(self.lost)} acknowledged writes lost, {len(self.duplicated)} duplicated"
-        if self.not_replaced:
-            return f"lost replicas not replaced: {self.not_replaced}"
-        return "a step did not happen"
-
-
-def _gname(gid: int) -> str:
-    return "controller" if gid == 0 else f"group {gid}"
-
-
-def _list(xs: tuple[int, ...]) -> str:
-    return ", ".join(map(str, xs)) if xs else "none"
-
-
-def system_demo_header(groups: int, replicas: int, clients: int, seed: int) -> str:
-    """The first lines of the account."""
-    return (f"raykv demo: a controller and {groups} groups of {replicas} replicas, {clients} clients, "
-            f"seed {seed}\nTimeline")
 
 
 def run_system_demo(
@@ -224,7 +100,7 @@ def run_system_demo(
     Ray: with neither ``address`` nor ``$RAY_ADDRESS`` and no runtime in this process, a cluster of a
     head node and ``nodes`` worker nodes is started here and shut down at the end; otherwise the
     existing cluster is used (and left running) and no node is killed (see the module docstring).
-    ``out``: the directory for ``history.kv`` and ``report.html`` (default
+    ``out``: the directory for ``history.kv``, ``report.html``, ``decisions.log`` and ``viz.html`` (default
     ``raykv-demo/DATE-TIME`` under the current directory). ``seed`` fixes the clients' choices.
 
     Raises ``ValueError`` for arguments out of range; every other failure is in
@@ -374,6 +250,7 @@ class _SystemDemo:
         self.poller: _Poller | None = None
         self.clients: _Clients | None = None
         self.rec: Any = None
+        self.picture = DemoPicture(out)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -404,7 +281,18 @@ class _SystemDemo:
             if r.error is not None:
                 self.event(f"FAILED while {self.step}")
             self.teardown(shutdown_ray)
+            self.draw()
             r.elapsed = self.elapsed()
+
+    def draw(self) -> None:
+        """The run's picture (:mod:`raykv.demo_picture`), after Ray has stopped."""
+        r = self.report
+        page = self.picture.draw(f"raykv demo, seed {r.seed}")
+        r.decision_log = str(self.picture.log) if page is not None else None
+        r.viz_html = str(page) if page is not None else None
+        r.viz_note = self.picture.why_not
+        if page is not None:
+            self.event(f"the run's picture: {page}")
 
     def start_ray(self, address: str | None, namespace: str | None, log_to_driver: bool) -> bool:
         """Start or join Ray; returns whether this demo must shut it down at the end."""
@@ -415,6 +303,7 @@ class _SystemDemo:
         if ray.is_initialized():
             self.begin("attaching to Ray")
             r.mode, r.cluster = "existing", "the Ray runtime already running in this process"
+            self.picture.not_recorded()
             owned = False
         elif target is None or target == "local":
             from ray.cluster_utils import Cluster
@@ -422,9 +311,10 @@ class _SystemDemo:
             self.begin(f"starting a Ray cluster of a head node and {self.nodes} worker nodes", "starting Ray")
             self.event(f"starting a Ray cluster: a head node (the service's registry) and {self.nodes} "
                        "worker nodes of 1 CPU")
-            self.cluster = Cluster(initialize_head=True, head_node_args={
-                "num_cpus": 0, "_system_config": FAST_NODE_DEATH, **NODE_ARGS})
-            self.workers = [self.cluster.add_node(num_cpus=1, **NODE_ARGS) for _ in range(self.nodes)]
+            with self.picture.inherit():  # every node's raylet, and so every worker, logs its decisions
+                self.cluster = Cluster(initialize_head=True, head_node_args={
+                    "num_cpus": 0, "_system_config": FAST_NODE_DEATH, **NODE_ARGS})
+                self.workers = [self.cluster.add_node(num_cpus=1, **NODE_ARGS) for _ in range(self.nodes)]
             self.cluster.wait_for_nodes(timeout=120)
             ray.init(address=self.cluster.address, namespace=namespace or "raykv-demo",
                      logging_level="WARNING", log_to_driver=log_to_driver)
@@ -437,6 +327,7 @@ class _SystemDemo:
             from raykv.cluster import init_ray
 
             self.begin(f"connecting to Ray at {target}", "connecting to Ray")
+            self.picture.not_recorded()
             r.mode, r.cluster = "existing", init_ray(address, namespace or "raykv-demo",
                                                      log_to_driver=log_to_driver).describe()
             owned = True
@@ -460,7 +351,7 @@ class _SystemDemo:
                                            transport="stream", storage="durable")
         r.service, r.service_start_s = name, time.monotonic() - t
         info = kv.info
-        where = "; ".join(f"{_gname(g.gid)} on {', '.join(node_label(n, self.labels) for n in g.nodes)}"
+        where = "; ".join(f"{gname(g.gid)} on {', '.join(node_label(n, self.labels) for n in g.nodes)}"
                           for g in (info.ctrler, *info.groups))
         self.event(f"service {name!r} started in {r.service_start_s:.1f} s: {where}")
         self.poller = _Poller(self, raykv.attach_sharded(name), self.poll_s)
@@ -483,7 +374,7 @@ class _SystemDemo:
                    "joined: shards move to it")
         cfg = kv.wait_settled(timeout=SETTLE_S)
         r.moved_in = tuple(s for s, owner in enumerate(cfg.shards) if owner == gid)
-        self.event(f"configuration {cfg.num}: group {gid} serves shards {_list(r.moved_in)} "
+        self.event(f"configuration {cfg.num}: group {gid} serves shards {shard_list(r.moved_in)} "
                    f"(moved from groups {sorted({before.shards[s] for s in r.moved_in})})")
         self.begin("clients running after the Join", "after the Join")
         self.run_clients(self.phase_s)
@@ -491,7 +382,7 @@ class _SystemDemo:
         self.begin("making group 1 leave", "Leave")
         before = kv.config()
         r.moved_out = tuple(s for s, owner in enumerate(before.shards) if owner == 1)
-        self.event(f"group 1 leaves: its shards {_list(r.moved_out)} move to the other groups")
+        self.event(f"group 1 leaves: its shards {shard_list(r.moved_out)} move to the other groups")
         kv.remove_group(1, timeout=SETTLE_S)
         cfg = kv.wait_settled(timeout=SETTLE_S)
         r.left = 1
@@ -542,7 +433,7 @@ class _SystemDemo:
             one_per_group.setdefault(gid, slot)
         r.lost_node, r.lost_node_id = node_label(victim, self.labels), victim
         r.lost_replicas = sorted(one_per_group.items())
-        hit = ", ".join(f"{_gname(gid)} slot {slot}" for gid, slot in r.lost_replicas)
+        hit = ", ".join(f"{gname(gid)} slot {slot}" for gid, slot in r.lost_replicas)
         t_loss = time.monotonic()
         if self.cluster is not None:
             self.begin(f"killing node {r.lost_node}", "node lost")
@@ -579,20 +470,20 @@ class _SystemDemo:
                     r.replaced[g.gid] = time.monotonic() - t_loss
                     x, new = done[-1], node_label(done[-1].new_node, self.labels)
                     r.replaced_on[g.gid] = (r.lost_node, new)
-                    self.event(f"{_gname(g.gid)} back at {r.replicas} of {r.replicas}: P{x.old_peer} "
+                    self.event(f"{gname(g.gid)} back at {r.replicas} of {r.replicas}: P{x.old_peer} "
                                f"replaced by P{x.new_peer} on node {new}, {r.replaced[g.gid]:.1f} s after "
                                "the loss")
             waiting = lost_gids - set(r.replaced)
             if not waiting:
                 break
             if waiting <= set(stuck):
-                names = ", ".join(_gname(g) for g in sorted(waiting))
+                names = ", ".join(gname(g) for g in sorted(waiting))
                 r.not_replaced = (f"{names}: no live node is free of the group's other replicas (the cluster "
                                   "has too few nodes); serving on a majority")
                 self.event(f"not replaced: {r.not_replaced}")
                 break
             if time.monotonic() > deadline:
-                raise DemoFailure(f"{', '.join(_gname(g) for g in sorted(waiting))} not back at full "
+                raise DemoFailure(f"{', '.join(gname(g) for g in sorted(waiting))} not back at full "
                                   f"strength {SETTLE_S:.0f} s after the loss")
             time.sleep(0.2)
 

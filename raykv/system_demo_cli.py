@@ -28,7 +28,10 @@ one at --address, and then:
      looks up every acknowledged write.
 The clients run --phase seconds between the steps. A live table (group, leader's node, term, replicas
 up, shards, operations per second, moves in flight) is redrawn while it runs, on a terminal; anywhere
-else plain lines are printed. It ends with the verdict and the path of the checker's HTML report.
+else plain lines are printed. It ends with the verdict and the path of the checker's HTML report,
+and on a cluster started here with the path of the run's picture: every process logs its Raft
+decisions (RAYKV_LOG topics: all, unless the variable names others) to --out/decisions.log, drawn by
+'raykv viz' into --out/viz.html (on an existing cluster the workers do not have the variables: no page).
 Exit status: 0 when every step happened and the history is linearizable with no write lost, 1 otherwise.
 
 The Raft-only demo (a leader crash, failover and catch-up) is 'raykv demo raft' (see its --help).
@@ -84,7 +87,8 @@ def build_parser(prog: str = "raykv demo") -> argparse.ArgumentParser:
                    help="an existing Ray cluster: 'auto' (the one on this machine), HOST:PORT or "
                         "ray://HOST:PORT (default: $RAY_ADDRESS, else a cluster started here)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="where to write history.kv and report.html (default: raykv-demo/DATE-TIME)")
+                   help="where to write history.kv, report.html, decisions.log and viz.html "
+                        "(default: raykv-demo/DATE-TIME)")
     p.add_argument("--plain", action="store_true",
                    help="plain lines even on a terminal (no live table)")
     p.add_argument("--verbose", action="store_true", help="show the actors' logs (Ray's log_to_driver)")

@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,27 @@ def test_demo_command_prints_the_report(quiet: bool, monkeypatch: pytest.MonkeyP
     assert calls[0]["address"] == "auto" and calls[0]["progress_bar"] is not quiet
     assert out.count("peer0 elected leader of term 1") == 1, "each event is printed exactly once"
     assert "Peers at the end" in out and "OK: 4 commands" in out
+    assert calls[0]["out"] is None
+
+
+def test_demo_command_prints_the_picture(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import raykv.demo
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_run_demo(**kwargs: Any) -> DemoReport:
+        calls.append(kwargs)
+        return replace(canned_report(), viz_html=f"{kwargs['out']}/viz.html",
+                       decision_log=f"{kwargs['out']}/decisions.log")
+
+    monkeypatch.setattr(raykv.demo, "run_demo", fake_run_demo)
+    assert cli.main(["demo", "raft", "--quiet", "--out", "run7"]) == 0
+    assert calls[0]["out"] == "run7"
+    assert ("Picture of the run: run7/viz.html (open it in a browser; decision log run7/decisions.log)"
+            in capsys.readouterr().out.splitlines())
+    assert "No picture of the run: Ray was already running" in replace(
+        canned_report(), viz_note="Ray was already running, so ...").format()
 
 
 def test_demo_command_fails_with_the_reason(monkeypatch: pytest.MonkeyPatch,
@@ -354,9 +376,12 @@ def test_demo_end_to_end(ray_session: None) -> None:
     assert report.total_rpcs > 0 and report.total_bytes > 0 and report.handler_errors == 0
     assert events == report.events and [e.elapsed for e in events] == sorted(e.elapsed for e in events)
     assert report.elapsed < 30.0, f"the demo took {report.elapsed:.1f} s"
-    # the session's runtime was reused, so the demo left it running
+    # the session's runtime was reused, so the demo left it running; its workers were started without
+    # RAYKV_LOG, so there is no picture, and the account says why
     assert ray.is_initialized()
     assert "reused" in report.cluster
+    assert report.viz_html is None and report.decision_log is None
+    assert report.viz_note is not None and report.viz_note.startswith("Ray was already running")
 
 
 @pytest.mark.ray

@@ -1,7 +1,8 @@
 """``raykv demo`` end to end on Ray, in a short configuration: :func:`raykv.run_system_demo` starts its
 own multi-node cluster (a head node and 4 worker nodes), a controller and 2 groups of 3 replicas, 2
 clients; a group joins, group 1 leaves, the worker node holding the most replicas is killed and every
-group replaces its lost replica; the history must be linearizable and the HTML report written.
+group replaces its lost replica; the history must be linearizable and the HTML report written, and the
+run's decision log and its ``raykv viz`` page written next to them.
 
 The demo starts a cluster of its own, so the test session's runtime (tests/conftest.py) is stopped for
 the length of the test and started again afterwards.
@@ -73,3 +74,26 @@ def test_the_whole_system_demo(tmp_path: Path) -> None:
     assert all(r.leader is not None and r.replicas == (3, 3) for r in report.last_snapshot.rows)
     assert max(rate for _, rate in report.throughput) > 0
     assert took < 90, f"the short demo took {took:.1f} s"
+    check_the_picture(report, tmp_path / "demo")
+
+
+def check_the_picture(report: raykv.SystemDemoReport, out: Path) -> None:
+    """Every process logged its decisions next to the history, and the page drawn from them is one
+    self-contained HTML file with a lane per replica of every group that ever ran."""
+    from raykv.viz import build
+
+    assert "RAYKV_LOG" not in os.environ and "RAYKV_LOG_FILE" not in os.environ, "the driver's env restored"
+    assert report.viz_html == str(out / "viz.html") and report.decision_log == str(out / "decisions.log")
+    assert report.viz_note is None and f"Picture of the run: {report.viz_html}" in report.format()
+    log = Path(report.decision_log).read_text()
+    timeline = build([("decisions", log.splitlines())])
+    lanes: dict[str, list[str]] = {}
+    for lane in timeline.lanes:
+        lanes.setdefault(lane["group"], []).append(lane["name"])
+    # the controller and groups 1, 2 and 3, three replicas each at least (replacements are new peers)
+    assert len(lanes) == 4 and all(len(names) >= 3 for names in lanes.values()), lanes
+    assert timeline.leaders and timeline.msgs, "elections and messages were logged"
+    html = Path(report.viz_html).read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert "src=\"http" not in html and "href=\"http" not in html, "no CDN: the page stands alone"
+    assert all(name in html for names in lanes.values() for name in names)

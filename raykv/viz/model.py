@@ -152,6 +152,10 @@ def _groups(parsed: dict[str, list[Line]]) -> dict[str, str]:
             (p,) = peers
             if source.endswith(str(p)) and len(source) > len(str(p)):
                 group = source[: -len(str(p))].rstrip("-_.")
+        elif (slot := re.fullmatch(r"(.+)[-_.](\d+)", source)) and int(slot[2]) in peers:
+            # a replica named after its slot ("shop-g101-2") that was replaced under the same name:
+            # the old peer and the new one, both of the group "shop-g101"
+            group = slot[1]
         groups[source] = group
     return groups
 
