@@ -10,9 +10,15 @@ Order and exactly-once. A shard has at most one call in flight (a *busy* shard i
 another batch until the call returns), and operations that come back wrong-group, or whose call got
 no answer from any server of the group, go back to the *front* of their shard's queue, in order. So
 one clerk's operations on one shard reach the servers in the order of their numbers, which is what
-each shard's dedup table relies on (:mod:`shardkv.statemachine`). After a wrong-group answer or a
-failed round the clerk pauses ``retry_pause``, asks the controller for the latest configuration, and
-routes the waiting operations by it.
+each shard's dedup table relies on (:mod:`shardkv.statemachine`).
+
+Moving shards wait alone. A shard whose operations came back wrong-group (or unanswered) is *parked*:
+it is taken into no batch until the clerk has a newer configuration than the one it was refused
+under, or until its own ``retry_pause`` has passed (its shard still moving: the servers have not
+installed it yet). The new configuration is asked for at once, in the background (one query at a
+time, shared by every parked shard), and the group's sender carries on with its other shards. So a
+moving shard holds up only its own operations, and the controller is asked at most about once per
+``retry_pause`` per moving shard.
 
 A caller whose ``timeout`` passes gets :class:`~shardkv.errors.ShardKVTimeoutError` at once; its
 operation is dropped from later batches (it may still take effect, once and atomically, from an
@@ -61,6 +67,9 @@ class AsyncClerk(ClerkCore):
         self.max_batch = max_batch
         self._queues: dict[int, deque[_Pending]] = {}
         self._busy: set[int] = set()
+        #: per parked shard: (the configuration number it was refused under, loop time it may retry)
+        self._parked: dict[int, tuple[int, float]] = {}
+        self._wakeups: set[asyncio.TimerHandle] = set()
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._refreshing: asyncio.Task[None] | None = None
         self._ctrl: CtrlerAsyncClerk | None = None
@@ -88,6 +97,10 @@ class AsyncClerk(ClerkCore):
                 await t
         self._senders.clear()
         self._refreshing = None
+        for h in self._wakeups:
+            h.cancel()
+        self._wakeups.clear()
+        self._parked.clear()
         for q in self._queues.values():
             for p in q:
                 p.future.cancel()
@@ -126,14 +139,14 @@ class AsyncClerk(ClerkCore):
         return self.config.num if self.config is not None else -1
 
     def _kick(self) -> None:
-        """Start a sender for every group that owns a shard with operations waiting; ask for a new
-        configuration if a shard with operations waiting has no group."""
+        """Start a sender for every group that owns a shard with operations waiting (and not parked);
+        ask for a new configuration if a shard with operations waiting has no group."""
         config = self.config
         if config is None:
             return
         orphaned = False
         for shard, q in self._queues.items():
-            if not q or shard in self._busy:
+            if not q or shard in self._busy or not self._unparked(shard):
                 continue
             gid, servers = self.servers_for(shard)
             if not servers:
@@ -145,14 +158,47 @@ class AsyncClerk(ClerkCore):
         if orphaned:
             self._request_refresh()
 
+    # -- parking moving shards ---------------------------------------------------------------------
+
+    def _park(self, shards: set[int]) -> None:
+        """Hold ``shards`` (refused as wrong-group, or unanswered, under the cached configuration) out
+        of every batch until a newer configuration arrives or ``retry_pause`` passes, and ask the
+        controller for the latest configuration now, without pausing any sender."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.retry_pause
+        for shard in shards:
+            self._parked[shard] = (self._num(), until)
+        handle = loop.call_at(until, self._wake)
+        self._wakeups.add(handle)
+        self._refresh(pause=False)
+
+    def _wake(self) -> None:
+        """A parked shard's pause is over: drop spent timers and send what may go now."""
+        now = asyncio.get_running_loop().time()
+        self._wakeups = {h for h in self._wakeups if h.when() > now}
+        self._kick()
+
+    def _unparked(self, shard: int) -> bool:
+        """Whether ``shard`` may be sent now (unparking it if its wait is over). Invariant: a parked
+        shard's queue is not sent from until the configuration is newer than the one it was refused
+        under or its own pause has passed; other shards are never held up by it."""
+        hold = self._parked.get(shard)
+        if hold is None:
+            return True
+        num, until = hold
+        if self._num() > num or asyncio.get_running_loop().time() >= until:
+            del self._parked[shard]
+            return True
+        return False
+
     # -- sending ---------------------------------------------------------------------------------
 
     def _take(self, gid: int) -> list[_Pending]:
         """The operations waiting on shards ``gid`` owns that have no call in flight (up to
-        ``max_batch``), in queue order per shard; their shards become busy."""
+        ``max_batch``), in queue order per shard, skipping parked shards; their shards become busy."""
         batch: list[_Pending] = []
         for shard, q in self._queues.items():
-            if shard in self._busy or not q or self.servers_for(shard)[0] != gid:
+            if shard in self._busy or not q or self.servers_for(shard)[0] != gid or not self._unparked(shard):
                 continue
             while q and q[0].future.done():  # its caller gave up
                 q.popleft()
@@ -206,7 +252,7 @@ class AsyncClerk(ClerkCore):
                     self._busy.difference_update(shards)
                 if retry:
                     self._give_back(retry)
-                    await asyncio.shield(self._refresh(pause=True))
+                    self._park({p.op[5] for p in retry})
                 self._kick()
         except asyncio.CancelledError:
             raise
@@ -286,14 +332,27 @@ class AsyncClerk(ClerkCore):
     # -- configuration ---------------------------------------------------------------------------
 
     def _request_refresh(self) -> None:
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.get_running_loop().create_task(self._do_refresh(True))
+        """Ask for a new configuration after ``retry_pause`` (a shard has no group: nothing to send)."""
+        self._refresh(pause=True)
 
     def _refresh(self, pause: bool) -> asyncio.Task[None]:
-        """The running refresh, or a new one (pausing ``retry_pause`` first if ``pause``)."""
+        """The running refresh, or a new one (pausing ``retry_pause`` first if ``pause``). At most one
+        query is in flight; every caller that wants a newer configuration shares it."""
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self._do_refresh(pause))
+            self._refreshing.add_done_callback(self._refreshed)
         return self._refreshing
+
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        """A refresh that failed (a bug or a broken controller router) fails the operations of the
+        parked shards instead of hanging them; they would only be refused again."""
+        if task.cancelled() or task.exception() is None:
+            return
+        e = task.exception()
+        for shard in list(self._parked):
+            for p in self._queues.get(shard, ()):
+                if not p.future.done():
+                    p.future.set_exception(e)  # type: ignore[arg-type]
 
     async def _do_refresh(self, pause: bool) -> None:
         if pause:
