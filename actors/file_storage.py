@@ -11,10 +11,21 @@ Files (all inside the replica's directory):
 * ``raft.wal`` — the write-ahead log: the header ``RKVWAL2\\n``, then records
   ``length u32 | crc32(length) u32 | crc32(length, payload) u32 | payload``, the payload being one
   kind byte and a body. Every :meth:`FileStorage.save` appends exactly **one** record (its entries
-  and hard state together) with one write and one ``fsync``, so a crash leaves either the whole save
-  or a torn copy of it, never half of its parts. A save carrying a snapshot instead rewrites the log
-  (temp file, fsync, rename, directory fsync) to hold a compaction marker and one record with the
+  and hard state together) with one write and one ``fdatasync``, so a crash leaves either the whole
+  save or a torn copy of it, never half of its parts. A save carrying a snapshot instead rewrites the
+  log (temp file, fsync, rename, directory fsync) to hold a compaction marker and one record with the
   hard state and the remaining entries.
+
+  **Pre-zeroed region.** The log's *logical end* (behind its last record) is tracked apart from the
+  file's size: behind the records the file holds zero bytes, written ahead of need and made durable
+  with a full ``fsync`` (growth: at least ``grow_min`` bytes, doubling with the file up to
+  ``grow_max`` per step). An append is a ``pwrite`` of its record at the logical end, over those
+  zeros, then ``os.fdatasync``: the file's size does not change, so on ext4 and the like the sync
+  flushes the data without committing a journal transaction (the only metadata that matters, the
+  size, changes only at growth, which is fsynced before any record is written into it; the file is
+  never created by growth, so no directory entry changes). An acknowledged save is as durable as
+  before. The file's zero tail is never part of the state: a file with no zero tail (an older one, or
+  one just rewritten) is simply grown by the next append.
 * ``snapshot.bin`` — the latest snapshot, checksummed, replaced atomically (temp file, fsync, rename,
   directory fsync) *before* the log is rewritten.
 * ``LOCK`` — held with ``fcntl.flock`` while the storage is open.
@@ -23,10 +34,16 @@ Recovery (on first use) leaves the files in exactly the state it recovered to, s
 later point, recovery included, recovers the same state again:
 
 * leftover ``*.tmp`` files (a replacement that never got renamed) are removed;
-* a **torn tail** — what a crash during a save's write leaves: an incomplete last record, a last
-  record with zero-filled sectors, or zero bytes the file system allocated but never wrote — is cut
-  off (truncate, fsync), with a warning on the ``raykv.storage`` logger saying what was cut. The save
-  that wrote it never returned, so nothing depends on it (etcd repairs its WAL the same way);
+* an **all-zero tail** behind the last valid record is the clean end of the log (the pre-zeroed
+  region, or a write that never reached the disk at all): no warning, nothing cut, appends continue
+  at its start;
+* a **torn tail** — what a crash during a save's write leaves: an incomplete last record, or a last
+  record with zero-filled sectors (sectors of the write that never reached the disk, which show the
+  region's zeros) — is cut off (truncate, fsync; the next append grows the file again), with a
+  warning on the ``raykv.storage`` logger saying what was cut. The save that wrote it never returned,
+  so nothing depends on it (etcd repairs its WAL the same way). Only the bytes up to the last
+  non-zero one count as the torn write's: the region behind it is not taken for zero-filled sectors
+  of the record;
 * a **snapshot newer than the log** (a crash between replacing the snapshot and rewriting the log)
   is applied to the log as the interrupted save would have, and the log is rewritten to hold the
   recovered state (temp file, fsync, rename, directory fsync; the old file stays whole until the
@@ -38,7 +55,8 @@ log. Those raise :class:`~actors.storage.StorageCorruptionError` naming the file
 what to do; nothing is loaded. ``repair_torn_tail=True`` additionally cuts a damaged *last* record
 that shows no sign of a torn write (use it only when you know the machine crashed).
 
-Costs: a save without a snapshot costs one fsync; a save with one costs four (snapshot temp file,
+Costs: a save without a snapshot costs one fdatasync (plus, now and then, a growth: one write of
+zeros and one fsync); a save with one costs four (snapshot temp file,
 directory, log temp file, directory); an empty save costs none. Creating a replica costs a few more.
 
 All file-system calls go through an :class:`~actors.files.Files` object (``files=``), so a test can
@@ -114,6 +132,10 @@ _SNAP_HEADER2 = struct.Struct("<QQQII")
 _MAX_RECORD = 0xFFFF_FFFF
 #: a torn write leaves whole sectors unwritten (zero); records are checked in these file-offset chunks
 _SECTOR = 512
+#: the pre-zeroed region behind the log's records grows by at least this much, doubling with the file
+#: (so a small replica stays small) up to :data:`_GROW_MAX` per growth
+_GROW_MIN = 64 << 10
+_GROW_MAX = 8 << 20
 #: the identity format (stored as "format" in the identity file)
 _FORMAT = 2
 
@@ -227,7 +249,8 @@ class FileStorage:
 
     The directory's contents are read on first use (:meth:`load`, :meth:`save` or a size query), and
     repaired or rejected then (see the module docstring). ``lock_timeout`` is how long to wait for a
-    previous holder of the lock to go away. If a write fails (disk full, I/O error), the instance
+    previous holder of the lock to go away. ``grow_min`` / ``grow_max`` bound each growth of the log's
+    pre-zeroed region (see the module docstring). If a write fails (disk full, I/O error), the instance
     refuses further saves: reopen it (the partial record is a torn tail, cut on reopening).
     Not thread-safe.
     """
@@ -247,7 +270,13 @@ class FileStorage:
         lock_timeout: float = 0.0,
         repair_torn_tail: bool = False,
         files: Files | None = None,
+        grow_min: int = _GROW_MIN,
+        grow_max: int = _GROW_MAX,
     ) -> None:
+        if not 0 < grow_min <= grow_max:
+            raise ValueError(f"need 0 < grow_min <= grow_max, got grow_min={grow_min}, "
+                             f"grow_max={grow_max}")
+        self._grow_min, self._grow_max = grow_min, grow_max
         self.directory = Path(directory)
         self._files: Files = files if files is not None else OsFiles()
         self._repair = repair_torn_tail
@@ -257,6 +286,10 @@ class FileStorage:
         self._log: _Log | None = None  # None until recovered from disk
         self._snapshot = Snapshot()
         self._wal: Any = None
+        # Invariant while open: the log's records fill [0, _end); [_end, _size) of the file holds
+        # zero bytes that are durable (fsynced), and _size is the file's durable size.
+        self._end = 0
+        self._size = 0
         self._failed: BaseException | None = None
         self._closed = False
         self._lock_handle: Any = None
@@ -309,9 +342,7 @@ class FileStorage:
             if snapshot is not None:
                 self._save_with_snapshot(log, hard_state, first, terms, blobs, snapshot)
                 return
-            files = self._files
-            files.write(self._wal, b"".join(_save_record(hard_state, first, blobs)))
-            files.fsync(self._wal)
+            self._append(b"".join(_save_record(hard_state, first, blobs)))
         except BaseException as exc:
             self._failed = exc
             raise
@@ -356,6 +387,22 @@ class FileStorage:
 
     # ---- saving ---------------------------------------------------------------------------------
 
+    def _append(self, record: bytes) -> None:
+        """Write ``record`` at the log's logical end, into the pre-zeroed region (grown first if it is
+        too small), and make it durable with ``fdatasync``: the file's size does not change."""
+        files = self._files
+        need = self._end + len(record)
+        if need > self._size:
+            step = min(self._grow_max, max(self._grow_min, self._size))
+            new_size = max(self._size + step, need + self._grow_min)
+            # Zeros first, fully synced (data and the new size), before any record lands in them.
+            files.pwrite(self._wal, bytes(new_size - self._size), self._size)
+            files.fsync(self._wal)
+            self._size = new_size
+        files.pwrite(self._wal, record, self._end)
+        files.fdatasync(self._wal)
+        self._end = need
+
     def _save_with_snapshot(
         self,
         log: _Log,
@@ -385,13 +432,14 @@ class FileStorage:
             crc = zlib.crc32(snapshot.data, zlib.crc32(cfg, zlib.crc32(head)))
             self._replace(self._snap_path, [_SNAP_MAGIC2, head, _U32.pack(crc), cfg, snapshot.data])
         # 2. The log, rewritten to hold only what is left.
-        self._write_log(new)
-        self._wal = self._files.open_append(self._wal_path)
+        self._end = self._size = self._write_log(new)
+        self._wal = self._files.open_write(self._wal_path)
         self._log = new
         self._snapshot = snapshot
 
-    def _write_log(self, log: _Log) -> None:
-        """Atomically replace the log by one that holds exactly ``log``."""
+    def _write_log(self, log: _Log) -> int:
+        """Atomically replace the log by one that holds exactly ``log`` (no zero region: the next
+        append grows one). Returns the new file's size."""
         parts: list[bytes] = [_WAL_MAGIC]
         parts += _record(_KIND_COMPACT, _COMPACT.pack(log.snap_index, log.snap_term))
         if log.hard_state_saved or log.blobs:
@@ -401,6 +449,7 @@ class FileStorage:
             self._files.close(self._wal)
             self._wal = None
         self._replace(self._wal_path, parts)
+        return sum(map(len, parts))
 
     def _replace(self, path: Path, parts: list[bytes]) -> None:
         """Atomically replace ``path`` by ``parts``: temp file, fsync, rename, fsync directory."""
@@ -464,7 +513,7 @@ class FileStorage:
         if not self._files.exists(self._wal_path):
             return False
         data = self._files.read(self._wal_path)
-        return not _WAL_MAGIC.startswith(data)
+        return not _WAL_MAGIC.startswith(data.rstrip(b"\0"))  # a zero region is no record
 
     def _create(self, identity: dict[str, Any]) -> None:
         found = self._read_identity_file(self._id_path, self._files)
@@ -533,7 +582,8 @@ class FileStorage:
                 self._wal_path, None, f"the write-ahead log is missing ({what}), but the identity file "
                 f"says this directory holds replica {self.identity}: the log was deleted or lost",
                 _ADVICE_RESTORE + ".")
-        log, cut = self._replay(files.read(self._wal_path))
+        data = files.read(self._wal_path)
+        log, end, cut = self._replay(data)
         snapshot = self._read_snapshot() if files.exists(self._snap_path) else Snapshot()
         if snapshot.index < log.snap_index or (
             snapshot.index == log.snap_index and snapshot.term != log.snap_term
@@ -555,21 +605,26 @@ class FileStorage:
                          snapshot.term, log.snap_index)
             log.compact(snapshot.index, snapshot.term)
             rewrite = True
+        size = len(data)
         if rewrite:
-            self._write_log(log)
+            end = size = self._write_log(log)
             _log.warning("%s: rewrote the log to hold the recovered state (term %d, log %d..%d)",
                          self._wal_path, log.hard_state.term, log.snap_index + 1, log.last_index())
-        self._wal = files.open_append(self._wal_path)
+        self._wal = files.open_write(self._wal_path)
         if cut is not None and not rewrite:
-            # Cut the torn tail for good before anything is appended behind it.
+            # Cut the torn tail for good before anything is appended behind it (the next append
+            # grows a new zero region).
             files.truncate(self._wal, cut)
             files.fsync(self._wal)
+            size = cut
+        self._end, self._size = end, size
         self._log = log
         self._snapshot = snapshot
 
-    def _replay(self, data: bytes) -> tuple[_Log, int | None]:
-        """Rebuild the state from the log's bytes. Returns it and the offset of the torn tail to cut
-        off (``None`` if none); raises on any damage a crash cannot explain."""
+    def _replay(self, data: bytes) -> tuple[_Log, int, int | None]:
+        """Rebuild the state from the log's bytes. Returns it, the log's logical end (where the next
+        record goes) and the offset of the torn tail to cut off (``None`` if none); raises on any
+        damage a crash cannot explain. An all-zero tail is the clean end (the pre-zeroed region)."""
         path = self._wal_path
         if data[: len(_WAL_MAGIC)] != _WAL_MAGIC:
             old = data.startswith(_OLD_WAL_MAGIC)
@@ -583,10 +638,12 @@ class FileStorage:
         while pos < len(data):
             end = _valid_record_end(data, pos)
             if end is None:
+                if data.count(0, pos) == len(data) - pos:
+                    return log, pos, None  # the clean end: the zero region behind the records
                 torn = self._torn_tail(data, pos)
                 _log.warning("%s: %s at byte offset %d; cut off the last %d bytes (a save that never "
                              "returned, so nothing depended on it)", path, torn, pos, len(data) - pos)
-                return log, pos
+                return log, pos, pos
             try:
                 self._apply_record(log, view[pos + _REC_HEADER.size : end], pos)
             except StorageCorruptionError:
@@ -596,29 +653,34 @@ class FileStorage:
                     path, pos, f"record passed its checksum but cannot be decoded ({exc!r})",
                     _ADVICE_RESTORE + ".") from exc
             pos = end
-        return log, None
+        return log, pos, None
 
     def _torn_tail(self, data: bytes, pos: int) -> str:
         """What a crash left from ``pos`` (a record that fails its checks) to the end of the file, if
-        it can be a torn write; otherwise raise :class:`StorageCorruptionError`."""
-        path, eof = self._wal_path, len(data)
-        if data.count(0, pos) == eof - pos:
-            return f"{eof - pos} zero bytes (space allocated for a write that never reached the disk)"
+        it can be a torn write; otherwise raise :class:`StorageCorruptionError`. The caller has ruled
+        out an all-zero tail. Only the bytes up to the last non-zero one are looked at (``eof``): the
+        zeros behind them are the pre-zeroed region (or a tail the file system never wrote), which
+        says nothing about the record at ``pos`` beyond where the record itself reaches."""
+        path, eof = self._wal_path, len(data.rstrip(b"\0"))
         if eof - pos < _REC_HEADER.size:
             return f"an incomplete record header ({eof - pos} of {_REC_HEADER.size} bytes)"
         length, length_crc, _ = _REC_HEADER.unpack_from(data, pos)
         header_ok = zlib.crc32(data[pos : pos + 4]) == length_crc
-        if header_ok and pos + _REC_HEADER.size + length > eof:
+        if header_ok and pos + _REC_HEADER.size + length > len(data):
             return (f"an incomplete last record (its header announces {length} bytes, "
-                    f"{eof - pos - _REC_HEADER.size} follow)")
+                    f"{len(data) - pos - _REC_HEADER.size} follow)")
         reason = ("the record header fails its checksum" if not header_ok else
                   "the record has length 0" if length == 0 else "the record fails its checksum")
-        for q in range(pos + 1, eof - _REC_HEADER.size + 1):
+        # A record's length field is non-zero, so a valid record starts before the last non-zero byte.
+        for q in range(pos + 1, min(eof, len(data) - _REC_HEADER.size + 1)):
             if _valid_record_end(data, q) is not None:
                 raise StorageCorruptionError(
                     path, pos, f"{reason}, and a valid record follows at byte offset {q}, so this is "
                     f"damage, not an interrupted write", _ADVICE_RESTORE + ".")
-        if _has_zero_sector(data, pos, eof):
+        # Zero sectors count within the record's own extent if its header is intact (the region's
+        # zeros past it do not), else up to the last non-zero byte.
+        span = min(pos + _REC_HEADER.size + length, len(data)) if header_ok and length else eof
+        if _has_zero_sector(data, pos, span):
             return f"a last record with zero-filled sectors ({reason}: a write that never reached the disk)"
         if self._repair:
             return f"a damaged last record ({reason}; cut because repair_torn_tail=True)"

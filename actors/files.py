@@ -5,8 +5,9 @@ is one method call here, so a test can substitute a simulated file system that s
 any given step and then shows what a real disk could hold after such a crash (what was fsynced, plus
 possibly a torn or zero-filled tail of what was not). :class:`OsFiles` is the real thing.
 
-Handles are opaque: whatever :meth:`Files.create` / :meth:`Files.open_append` return is passed back to
-:meth:`Files.write`, :meth:`Files.fsync` and :meth:`Files.close`.
+Handles are opaque: whatever :meth:`Files.create` / :meth:`Files.open_append` / :meth:`Files.open_write`
+return is passed back to :meth:`Files.write`, :meth:`Files.pwrite`, :meth:`Files.fsync`,
+:meth:`Files.fdatasync` and :meth:`Files.close`.
 """
 
 from __future__ import annotations
@@ -45,13 +46,26 @@ class Files(Protocol):
 
     def open_append(self, path: Path) -> Any: ...
 
+    def open_write(self, path: Path) -> Any:
+        """Open the existing file ``path`` for positioned writes (:meth:`pwrite`), not truncated."""
+        ...
+
     def write(self, handle: Any, data: bytes) -> None: ...
+
+    def pwrite(self, handle: Any, data: bytes, offset: int) -> None:
+        """Write all of ``data`` at byte ``offset`` (overwriting, or extending the file)."""
+        ...
 
     def truncate(self, handle: Any, size: int) -> None:
         """Cut the open file to ``size`` bytes (durable only after :meth:`fsync`)."""
         ...
 
     def fsync(self, handle: Any) -> None: ...
+
+    def fdatasync(self, handle: Any) -> None:
+        """Make the file's data durable, and of its metadata only what is needed to read it back
+        (on Linux: the size if it changed, not the modification time)."""
+        ...
 
     def close(self, handle: Any) -> None: ...
 
@@ -102,17 +116,30 @@ class OsFiles:
     def open_append(self, path: Path) -> int:
         return os.open(path, os.O_WRONLY | os.O_APPEND)
 
+    def open_write(self, path: Path) -> int:
+        return os.open(path, os.O_WRONLY)
+
     def write(self, handle: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
             written = os.write(handle, view)
             view = view[written:]
 
+    def pwrite(self, handle: int, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(handle, view, offset)
+            view = view[written:]
+            offset += written
+
     def truncate(self, handle: int, size: int) -> None:
         os.ftruncate(handle, size)
 
     def fsync(self, handle: int) -> None:
         os.fsync(handle)
+
+    def fdatasync(self, handle: int) -> None:
+        os.fdatasync(handle)
 
     def close(self, handle: int) -> None:
         os.close(handle)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,28 +36,47 @@ def ents(first: int, last: int, term: int, tag: str = "c") -> tuple[Entry, ...]:
 
 
 @pytest.fixture
-def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    real = os.fsync
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every os.fsync ("fsync") and os.fdatasync ("fdatasync") call, in order."""
+    calls: list[str] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
 
-    def counting(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
+        def counting(fd: int, name: str = name, real: Callable[[int], None] = real) -> None:
+            calls.append(name)
+            real(fd)
 
-    monkeypatch.setattr(os, "fsync", counting)
+        monkeypatch.setattr(os, name, counting)
     return calls
 
 
 def record_offsets(wal: Path) -> list[int]:
-    """The byte offset of every record in a whole log."""
+    """The byte offset of every record in a whole log (which ends at its end or at its zero region)."""
     data = wal.read_bytes()
     pos, out = len(_WAL_MAGIC), []
-    while pos < len(data):
+    while pos < len(data) and data.count(0, pos) != len(data) - pos:
         out.append(pos)
         length = _REC_HEADER.unpack_from(data, pos)[0]
         pos += _REC_HEADER.size + length
-    assert pos == len(data)
+    assert pos <= len(data)
     return out
+
+
+def logical_end(wal: Path) -> int:
+    """Where the log's records end (its pre-zeroed region starts there)."""
+    data = wal.read_bytes()
+    offsets = record_offsets(wal)
+    if not offsets:
+        return len(_WAL_MAGIC)
+    return offsets[-1] + _REC_HEADER.size + _REC_HEADER.unpack_from(data, offsets[-1])[0]
+
+
+def trim(wal: Path) -> bytes:
+    """Cut the log's zero region off (a log as an older raykv, or a log rewrite, leaves it); return
+    the bytes left."""
+    data = wal.read_bytes()[: logical_end(wal)]
+    wal.write_bytes(data)
+    return data
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,20 +101,23 @@ def test_file_reopen_after_close(tmp_path: Path) -> None:
         assert s.load().entries == ents(10, 12, 2) + ents(13, 13, 3) + ents(14, 15, 3, "n")
 
 
-def test_file_one_fsync_per_save(tmp_path: Path, fsyncs: list[int]) -> None:
+def test_file_one_fsync_per_save(tmp_path: Path, fsyncs: list[str]) -> None:
+    """A save is one fdatasync into the pre-zeroed region; growing the region costs one fsync."""
     s = FileStorage(tmp_path, new=True)
     s.load()
     fsyncs.clear()
     s.save(HardState(1, 0), ents(1, 100, 1), None)
-    assert len(fsyncs) == 1
+    assert fsyncs == ["fsync", "fdatasync"]  # the first append grows the region
     s.save(None, ents(50, 60, 1), None)
     s.save(HardState(2, 0), (), None)
-    assert len(fsyncs) == 3
+    assert fsyncs[2:] == ["fdatasync", "fdatasync"]
     s.save(None, (), None)  # nothing to persist
-    assert len(fsyncs) == 3
-    # A snapshot: snapshot temp file, directory, log temp file, directory.
+    assert len(fsyncs) == 4
+    # A snapshot: snapshot temp file, directory, log temp file, directory (all fsync).
     s.save(HardState(2, 1), ents(61, 62, 2), Snapshot(30, 1, b"s"))
-    assert len(fsyncs) == 7
+    assert fsyncs[4:] == ["fsync"] * 4
+    s.save(HardState(2, 1), ents(63, 63, 2), None)  # the rewritten log grows a region again
+    assert fsyncs[8:] == ["fsync", "fdatasync"]
     s.close()
 
 
@@ -144,6 +167,7 @@ def test_file_failed_write_poisons_instance(tmp_path: Path, monkeypatch: pytest.
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", failing)
+    monkeypatch.setattr(os, "fdatasync", failing)
     with pytest.raises(OSError):
         s.save(None, ents(3, 3, 1), None)
     monkeypatch.undo()
@@ -322,6 +346,7 @@ def _saved_dir(tmp_path: Path) -> Path:
     with FileStorage(d, new=True) as s:
         s.save(HardState(1, 0), ents(1, 3, 1), None)
         s.save(HardState(2, 1), ents(4, 5, 2), None)
+    trim(d / FileStorage.WAL_NAME)  # damage below is laid at the file's end (see also the region tests)
     return d
 
 
@@ -361,23 +386,161 @@ def test_torn_tail_is_repaired(tmp_path: Path, caplog: pytest.LogCaptureFixture)
         assert s.load() == PersistentState(HardState(3, 0), Snapshot(), ents(1, 3, 1) + ents(4, 4, 3))
 
 
-def test_zero_filled_tail_is_repaired(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_zero_tail_is_the_clean_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An all-zero tail behind the last valid record (the pre-zeroed region, or a last write that
+    never reached the disk at all) is the log's clean end: no warning, nothing cut, appends go there."""
     d = _saved_dir(tmp_path)
     wal = d / FileStorage.WAL_NAME
     good = wal.read_bytes()
     last = record_offsets(wal)[-1]
     cases = {
-        "zeros after the last save": good + b"\x00" * 700,
-        "the last save's record zeroed": good[:last] + b"\x00" * (len(good) - last),
+        "zeros after the last save": (good + b"\x00" * 700, ents(1, 3, 1) + ents(4, 5, 2)),
+        "the last save's record zeroed": (good[:last] + b"\x00" * (len(good) - last), ents(1, 3, 1)),
     }
-    for name, data in cases.items():
+    for name, (data, expected) in cases.items():
         wal.write_bytes(data)
         caplog.clear()
         with caplog.at_level(logging.WARNING, "raykv.storage"), FileStorage(d) as s:
-            expected = ents(1, 5, 1)[:3] + ents(4, 5, 2) if name.startswith("zeros") else ents(1, 3, 1)
             assert s.load().entries == expected, name
-        assert "zero" in caplog.text, name
-        assert wal.read_bytes() == (good if name.startswith("zeros") else good[:last]), name
+        assert caplog.text == "", name
+        assert wal.read_bytes() == data, name  # nothing cut
+        with FileStorage(d) as s:
+            s.save(HardState(3, 0), (Entry(3, len(expected) + 1, "after"),), None)
+        with FileStorage(d) as s:
+            assert s.load().entries == (*expected, Entry(3, len(expected) + 1, "after")), name
+
+
+# --------------------------------------------------------------------------------------------------
+# The pre-zeroed region
+# --------------------------------------------------------------------------------------------------
+
+
+def test_region_is_grown_ahead_and_appends_do_not_change_the_size(tmp_path: Path) -> None:
+    wal = tmp_path / FileStorage.WAL_NAME
+    with FileStorage(tmp_path, new=True, grow_min=4096, grow_max=16384) as s:
+        s.load()
+        assert wal.stat().st_size == len(_WAL_MAGIC)
+        s.save(HardState(1, 0), ents(1, 1, 1), None)
+        size = wal.stat().st_size
+        assert size >= 4096 and logical_end(wal) < size
+        s.save(None, ents(2, 3, 1), None)
+        assert wal.stat().st_size == size  # written into the region
+        sizes = {size}
+        for i in range(4, 400):
+            s.save(HardState(1, 0), (Entry(1, i, "x" * 300),), None)
+            sizes.add(wal.stat().st_size)
+        steps = sorted(b - a for a, b in zip(sorted(sizes), sorted(sizes)[1:], strict=False))
+        assert steps and max(steps) <= 16384 + 4096  # doubling, capped
+        assert wal.read_bytes()[logical_end(wal):].count(0) == wal.stat().st_size - logical_end(wal)
+        expected = s.load()
+    with FileStorage(tmp_path) as s:
+        assert s.load() == expected
+
+
+def test_reopen_and_append_many_times(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with FileStorage(tmp_path, new=True, grow_min=1024, grow_max=4096) as s:
+        s.load()
+    wal = tmp_path / FileStorage.WAL_NAME
+    for i in range(1, 80):
+        with caplog.at_level(logging.WARNING, "raykv.storage"), FileStorage(
+                tmp_path, grow_min=1024, grow_max=4096) as s:
+            assert s.load().entries == tuple(Entry(1, k, f"v{k}" * (k % 7)) for k in range(1, i))
+            s.save(HardState(1, 0), (Entry(1, i, f"v{i}" * (i % 7)),), None)
+        assert record_offsets(wal)  # records, then zeros only
+    assert caplog.text == ""
+
+
+def test_compaction_then_append(tmp_path: Path) -> None:
+    """A snapshot rewrites the log without a region; the next append grows one again."""
+    wal = tmp_path / FileStorage.WAL_NAME
+    with FileStorage(tmp_path, new=True, grow_min=4096, grow_max=4096) as s:
+        s.save(HardState(1, 0), ents(1, 20, 1), None)
+        s.save(None, (), Snapshot(15, 1, b"snap"))
+        assert wal.stat().st_size == logical_end(wal)  # just rewritten: no region
+        s.save(HardState(2, 1), ents(21, 22, 2), None)
+        assert wal.stat().st_size > logical_end(wal)
+        s.save(None, ents(23, 23, 2), Snapshot(21, 2, b"snap2"))
+        s.save(None, ents(24, 25, 2), None)
+        expected = s.load()
+    assert expected.entries == ents(22, 23, 2) + ents(24, 25, 2)
+    with FileStorage(tmp_path) as s:
+        assert s.load() == expected
+        s.save(None, ents(26, 26, 2), None)
+    with FileStorage(tmp_path) as s:
+        assert s.load().entries == expected.entries + ents(26, 26, 2)
+
+
+def _region_dir(tmp_path: Path) -> tuple[Path, Path, bytes, int, int]:
+    """A log with two saves and a region behind them: (dir, wal, bytes, last record, logical end)."""
+    d = tmp_path / "d"
+    with FileStorage(d, new=True, grow_min=8192, grow_max=8192) as s:
+        s.save(HardState(1, 0), ents(1, 3, 1), None)
+        s.save(HardState(2, 1), (Entry(2, 4, "x" * 1500),), None)
+    wal = d / FileStorage.WAL_NAME
+    data = wal.read_bytes()
+    end = logical_end(wal)
+    assert len(data) > end + 1024
+    return d, wal, data, record_offsets(wal)[-1], end
+
+
+def test_torn_record_inside_the_region_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A crash during a pwrite into the region: a prefix of the record, or some of its sectors, reached
+    the disk; the rest shows the region's zeros. Cut, with a warning."""
+    d, wal, good, last, _end = _region_dir(tmp_path)
+    zeroed = bytearray(good)
+    zeroed[1024:1536] = bytes(512)  # a middle sector of the last record never written
+    for name, data in {"prefix": good[:last + 700] + bytes(len(good) - last - 700),
+                       "header only": good[:last + 12] + bytes(len(good) - last - 12),
+                       "a sector": bytes(zeroed)}.items():
+        wal.write_bytes(data)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "raykv.storage"), FileStorage(d) as s:
+            assert s.load().entries == ents(1, 3, 1), name
+        assert f"byte offset {last}" in caplog.text, name
+        assert wal.read_bytes() == good[:last], name
+        with FileStorage(d) as s:
+            s.save(None, ents(4, 4, 1), None)
+        with FileStorage(d) as s:
+            assert s.load().entries == ents(1, 4, 1), name
+
+
+def test_garbage_at_the_logical_end_is_still_refused(tmp_path: Path) -> None:
+    """Non-zero bytes that no torn write explains are refused as before, the region behind them
+    notwithstanding: a flipped bit in the last record, or a garbage record written over the region."""
+    d, wal, good, last, end = _region_dir(tmp_path)
+    flipped = bytearray(good)
+    flipped[end - 3] ^= 0x01
+    garbage = bytearray(good)
+    garbage[end : end + 40] = bytes(range(1, 41))
+    for name, data, where in (("flipped", flipped, last), ("garbage", garbage, end)):
+        wal.write_bytes(bytes(data))
+        with FileStorage(d) as s, pytest.raises(StorageCorruptionError,
+                                                match="no sign of an interrupted") as info:
+            s.load()
+        assert info.value.offset == where, name
+        assert wal.read_bytes() == bytes(data), name  # nothing cut
+    wal.write_bytes(bytes(flipped))
+    with FileStorage(d, repair_torn_tail=True) as s:
+        assert s.load().entries == ents(1, 3, 1)
+
+
+def test_crash_mid_growth(tmp_path: Path) -> None:
+    """A crash while the region grows leaves the records plus some (unsynced) zeros: the clean end."""
+    d, wal, good, _last, end = _region_dir(tmp_path)
+    for data in (good[:end], good[:end] + bytes(100), good + bytes(3000)):
+        wal.write_bytes(data)
+        with FileStorage(d) as s:
+            assert s.load().entries == (*ents(1, 3, 1), Entry(2, 4, "x" * 1500))
+        assert wal.read_bytes() == data
+        with FileStorage(d, grow_min=1024, grow_max=1024) as s:
+            s.save(None, ents(5, 5, 2), None)
+        with FileStorage(d) as s:
+            assert s.load().entries[-1] == Entry(2, 5, "c5")
+
+
+def test_grow_bounds_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="grow_min"):
+        FileStorage(tmp_path, new=True, grow_min=0)
 
 
 @pytest.mark.parametrize("zeroed", [(2048, 2560), (1024, None), (512, 4096)])
@@ -388,7 +551,7 @@ def test_unwritten_sectors_in_a_big_last_save(tmp_path: Path, zeroed: tuple[int,
         s.save(HardState(1, 0), ents(1, 3, 1), None)
         s.save(HardState(1, 0), (Entry(1, 4, "x" * 5000),), None)
     wal = d / FileStorage.WAL_NAME
-    data = bytearray(wal.read_bytes())
+    data = bytearray(trim(wal))
     start, stop = zeroed
     stop = len(data) if stop is None else stop
     data[start:stop] = bytes(stop - start)
