@@ -9,10 +9,10 @@ import io
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from raft.trace import TOPICS
+from raykv.cli_args import int_at_least
 from raykv.logview import filter_events, header, layout, parse, parse_topics, plain, plan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -56,19 +56,6 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds (a number); got {text!r}") from None
 
 
-def _int_at_least(lo: int) -> Callable[[str], int]:
-    def parse_int(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be at least {lo}; got {value}")
-        return value
-
-    return parse_int
-
-
 def _topics(text: str) -> frozenset[str]:
     try:
         return parse_topics(text)
@@ -97,9 +84,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="show nothing after S seconds")
     p.add_argument("--peers", type=_peers, default=None, metavar="N,N",
                    help="show only these peers' columns (default: every peer in the file)")
-    p.add_argument("--width", type=_int_at_least(12), default=None, metavar="W",
+    p.add_argument("--width", type=int_at_least(12), default=None, metavar="W",
                    help="width of each column (default: the terminal's width shared out)")
-    p.add_argument("--columns", type=_int_at_least(1), default=None, metavar="N",
+    p.add_argument("--columns", type=int_at_least(1), default=None, metavar="N",
                    help="at most N columns; with fewer columns than peers, peers share columns "
                         "and each cell starts with its peer (default: one per peer)")
     p.add_argument("--trace-only", action="store_true",

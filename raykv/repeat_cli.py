@@ -24,11 +24,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from raykv.cli_args import int_at_least
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PYTEST_USAGE, PYTEST_NO_TESTS = 4, 5
@@ -69,19 +70,6 @@ def _default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def _int_at_least(lo: int) -> Callable[[str], int]:
-    def parse_int(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be at least {lo}; got {value}")
-        return value
-
-    return parse_int
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -99,9 +87,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "then give -k)")
     p.add_argument("-k", dest="expr", default=None, metavar="EXPR",
                    help="pytest -k expression selecting the test(s) to repeat")
-    p.add_argument("--runs", type=_int_at_least(1), default=10, metavar="N",
+    p.add_argument("--runs", type=int_at_least(1), default=10, metavar="N",
                    help="how many runs (default: 10)")
-    p.add_argument("--workers", type=_int_at_least(1), default=None, metavar="W",
+    p.add_argument("--workers", type=int_at_least(1), default=None, metavar="W",
                    help=f"runs at once (default: one per two cores, here {_default_workers()})")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="where failing runs' logs are kept (default: test-repeat-runs/DATE-TIME)")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from raykv.cli_args import int_at_least, seconds_between
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -46,40 +48,17 @@ examples:
 """
 
 
-def _int_at_least(lo: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be at least {lo}; got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
-    if not 0 <= value <= 600:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 600 seconds; got {value:g}")
-    return value
-
-
 def build_parser(prog: str = "raykv demo") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=_int_at_least(4), default=4, metavar="N",
+    p.add_argument("--nodes", type=int_at_least(4), default=4, metavar="N",
                    help="worker nodes of the cluster started here, at least 4: 3 for a group's replicas "
                         "and one free for the lost node's replicas (default: 4; ignored with --address)")
-    p.add_argument("--groups", type=_int_at_least(2), default=3, metavar="N",
+    p.add_argument("--groups", type=int_at_least(2), default=3, metavar="N",
                    help="shard groups at the start (default: 3)")
-    p.add_argument("--clients", type=_int_at_least(1), default=4, metavar="N",
+    p.add_argument("--clients", type=int_at_least(1), default=4, metavar="N",
                    help="client threads (default: 4)")
-    p.add_argument("--phase", type=_seconds, default=4.0, metavar="SECONDS",
+    p.add_argument("--phase", type=seconds_between(0, 600), default=4.0, metavar="SECONDS",
                    help="how long the clients run between the steps (default: 4)")
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help="seed of the clients' choices (default: random)")

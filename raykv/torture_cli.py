@@ -8,10 +8,11 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from raykv.cli_args import int_at_least, seconds_between
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -68,49 +69,26 @@ examples:
 """
 
 
-def _int_at_least(lo: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be at least {lo}; got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
-    if not 2 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"must be between 2 and 86400 seconds; got {value:g}")
-    return value
-
-
 def configure(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
-    p.add_argument("--campaigns", type=_int_at_least(1), default=5, metavar="N",
+    p.add_argument("--campaigns", type=int_at_least(1), default=5, metavar="N",
                    help="number of campaigns (default: 5)")
-    p.add_argument("--seconds", type=_seconds, default=20.0, metavar="T",
+    p.add_argument("--seconds", type=seconds_between(2, 86_400), default=20.0, metavar="T",
                    help="length of each campaign's fault phase, in seconds (default: 20)")
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="seed of the whole run; each campaign's seed and schedule follow from it "
                         "(default: random, printed)")
     p.add_argument("--faults", default="default", metavar="LIST",
                    help="comma-separated faults the nemesis may inject (see above; default: 'default')")
-    p.add_argument("--groups", type=_int_at_least(1), default=2, metavar="G",
+    p.add_argument("--groups", type=int_at_least(1), default=2, metavar="G",
                    help="shard groups at the start of each campaign (default: 2)")
-    p.add_argument("--max-groups", type=_int_at_least(1), default=4, metavar="G",
+    p.add_argument("--max-groups", type=int_at_least(1), default=4, metavar="G",
                    help="most groups that joins may reach (default: 4)")
-    p.add_argument("--replicas", type=_int_at_least(1), default=3, metavar="R",
+    p.add_argument("--replicas", type=int_at_least(1), default=3, metavar="R",
                    help="replicas per group, the controller's included (default: 3)")
-    p.add_argument("--clients", type=_int_at_least(1), default=4, metavar="C",
+    p.add_argument("--clients", type=int_at_least(1), default=4, metavar="C",
                    help="client threads, each with its own clerk (default: 4)")
-    p.add_argument("--nodes", type=_int_at_least(1), default=3, metavar="N",
+    p.add_argument("--nodes", type=int_at_least(1), default=3, metavar="N",
                    help="worker nodes of the cluster started here (default: 3)")
     p.add_argument("--address", default=None, metavar="ADDR",
                    help="run on this existing Ray cluster instead ('auto', HOST:PORT, ray://HOST:PORT)")
