@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import signal
@@ -54,7 +53,7 @@ sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 sys.path.append(str(_HERE))
 
-from peers.load import Measurement, drive  # noqa: E402 (after the sys.path order above)
+from peers.load import Measurement, check_window, drive, ratio  # noqa: E402 (after the sys.path order above)
 
 SYSTEMS = ("raykv", "pysyncobj", "etcd")
 OPS = ("write", "read")
@@ -98,8 +97,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error(f"--clients must all be at least 1, got {a.clients}")
     if a.quick:
         a.duration, a.warmup = 1.0, 0.3
-    if not (a.duration > 0 and math.isfinite(a.duration)) or not (a.warmup >= 0 and math.isfinite(a.warmup)):
-        ap.error(f"need --duration > 0 and --warmup >= 0 seconds, got {a.duration} and {a.warmup}")
+    check_window(ap, a.duration, a.warmup)
     if a.no_etcd and "etcd" in a.systems:
         a.systems.remove("etcd")
     a.systems = [s for s in SYSTEMS if s in a.systems]  # the order they run in is fixed (see run)
@@ -113,12 +111,6 @@ def row(system: str, op: str, m: Measurement) -> dict[str, Any]:
             "ops_per_s": round(m.ops_per_s, 1), "p50_ms": round(m.p50_ms, 3), "p99_ms": round(m.p99_ms, 3)}
 
 
-def _ratio(a: float, b: float | None) -> float | None:
-    if b is None or not b or math.isnan(a) or math.isnan(b):
-        return None
-    return round(a / b, 3)
-
-
 def with_ratios(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Copies of ``results`` ordered by operation, clients, then raykv, pysyncobj, etcd; each with
     ``ops_vs_raykv``, ``p50_vs_raykv`` and ``p99_vs_raykv`` against raykv's row of the same operation
@@ -128,7 +120,7 @@ def with_ratios(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in sorted(results, key=lambda r: (OPS.index(r["op"]), r["clients"], SYSTEMS.index(r["system"]))):
         k = raykv.get((r["op"], r["clients"]))
-        out.append(r | {f"{name}_vs_raykv": _ratio(r[field], k[field] if k else None)
+        out.append(r | {f"{name}_vs_raykv": ratio(r[field], k[field] if k else None)
                         for name, field in RATIO_FIELDS.items()})
     return out
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import signal
@@ -50,7 +49,7 @@ sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 sys.path.append(str(_HERE))
 
-from peers.load import Measurement, drive  # noqa: E402 (after the sys.path order above)
+from peers.load import Measurement, check_window, drive, ratio  # noqa: E402 (after the sys.path order above)
 
 REPLICAS = 3
 VALUE = 16 * b"v"
@@ -86,8 +85,7 @@ def parse_args(argv: Sequence[str] | None, available: Sequence[str]) -> argparse
         ap.error(f"--writers must all be at least 1, got {a.writers}")
     if a.quick:
         a.duration, a.warmup = 1.0, 0.3
-    if not (a.duration > 0 and math.isfinite(a.duration)) or not (a.warmup >= 0 and math.isfinite(a.warmup)):
-        ap.error(f"need --duration > 0 and --warmup >= 0 seconds, got {a.duration} and {a.warmup}")
+    check_window(ap, a.duration, a.warmup)
     a.transports = list(dict.fromkeys(a.transports))
     a.writers = sorted(set(a.writers))
     return a
@@ -97,12 +95,6 @@ def row(system: str, kind: str, m: Measurement) -> dict[str, Any]:
     """One result: ``kind`` is ``"raykv"``, ``"etcd"`` or ``"floor"``."""
     return {"system": system, "kind": kind, "writers": m.writers, "count": m.count,
             "ops_per_s": round(m.ops_per_s, 1), "p50_ms": round(m.p50_ms, 3), "p99_ms": round(m.p99_ms, 3)}
-
-
-def _ratio(a: float, b: float | None) -> float | None:
-    if b is None or not b or math.isnan(a) or math.isnan(b):
-        return None
-    return round(a / b, 3)
 
 
 def with_ratios(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,8 +107,8 @@ def with_ratios(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in sorted(results, key=lambda r: (r["writers"], order[r["kind"]])):
         e = etcd.get(r["writers"])
-        out.append(r | {"ops_vs_etcd": _ratio(r["ops_per_s"], e["ops_per_s"] if e else None),
-                        "p50_vs_etcd": _ratio(r["p50_ms"], e["p50_ms"] if e else None)})
+        out.append(r | {"ops_vs_etcd": ratio(r["ops_per_s"], e["ops_per_s"] if e else None),
+                        "p50_vs_etcd": ratio(r["p50_ms"], e["p50_ms"] if e else None)})
     return out
 
 

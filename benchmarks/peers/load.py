@@ -10,12 +10,28 @@ exception raised by ``op`` fails the whole run (a benchmark that hides errors me
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from read_paths import percentile
+
+
+def ratio(a: float, b: float | None) -> float | None:
+    """``a / b`` rounded to 3 places, or ``None`` when there is no ``b`` to compare with (missing,
+    zero, or not a number) or ``a`` is not a number."""
+    if b is None or not b or math.isnan(a) or math.isnan(b):
+        return None
+    return round(a / b, 3)
+
+
+def check_window(ap: argparse.ArgumentParser, duration_s: float, warmup_s: float) -> None:
+    """Refuse (``ap.error``: a usage error, exit status 2) a measured window that is not a positive
+    finite number of seconds, or a warm-up that is negative or not finite."""
+    if not (duration_s > 0 and math.isfinite(duration_s)) or not (warmup_s >= 0 and math.isfinite(warmup_s)):
+        ap.error(f"need --duration > 0 and --warmup >= 0 seconds, got {duration_s} and {warmup_s}")
 
 
 @dataclass(frozen=True)
