@@ -60,8 +60,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+try:
+    from peers.tcp_echo import HEADER, FramedClient  # body length (id + rest), request id
+except ImportError:  # run as a script: each node's process starts this file directly
+    from tcp_echo import HEADER, FramedClient  # type: ignore[no-redef]
+
 HOST = "127.0.0.1"
-HEADER = struct.Struct(">IQ")   # body length (id + rest), request id
 KEYLEN = struct.Struct(">H")
 MAX_BODY = 1 << 20
 OK = 0                          # a reply's status byte: 0, or PySyncObj's FAIL_REASON
@@ -282,54 +286,19 @@ def _readline_until(p: subprocess.Popen[bytes], deadline: float) -> bytes:
 # -------------------------------------------------------------------------------------------- client
 
 
-class PySyncObjClient:
-    """One connection to a node's front; ``put``/``get`` may be awaited by many coroutines at once."""
+class PySyncObjClient(FramedClient):
+    """One connection to a node's front; ``put``/``get`` may be awaited by many coroutines at once.
+    A reply's body is a status byte (``OK`` or PySyncObj's FAIL_REASON) and the payload."""
+
+    peer = "PySyncObj front"
 
     def __init__(self, front: tuple[str, int]) -> None:
+        super().__init__(front)
         self.front = front
-        self._next_id = 0
-        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> PySyncObjClient:
-        reader, self._writer = await asyncio.open_connection(*self.front)
-        self._reader_task = asyncio.create_task(self._read_replies(reader))
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
-
-    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                length, rid = HEADER.unpack(await reader.readexactly(HEADER.size))
-                body = await reader.readexactly(length - 8)
-                fut = self._pending.pop(rid, None)
-                if fut is not None and not fut.done():
-                    fut.set_result((body[0], body[1:]))
-        except (asyncio.IncompleteReadError, ConnectionError) as e:
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(ConnectionError(f"PySyncObj front connection lost: {e!r}"))
-            self._pending.clear()
 
     async def _call(self, op: bytes, key: bytes, value: bytes = b"") -> bytes:
-        if self._writer is None:
-            raise RuntimeError("PySyncObjClient used outside 'async with'")
-        rid = self._next_id
-        self._next_id += 1
-        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        body = op + KEYLEN.pack(len(key)) + key + value
-        self._writer.write(HEADER.pack(8 + len(body), rid) + body)
-        status, payload = await fut
+        reply = await self._request(op + KEYLEN.pack(len(key)) + key + value)
+        status, payload = reply[0], reply[1:]
         if status != OK:
             raise PySyncObjError(f"PySyncObj refused {op.decode()} {key!r}: FAIL_REASON {status}")
         return payload

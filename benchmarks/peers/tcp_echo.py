@@ -24,6 +24,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 HEADER = struct.Struct(">IQ")  # body length (id + payload), request id
 MAX_BODY = 1 << 20
@@ -73,8 +74,17 @@ async def echo_server_process() -> AsyncIterator[tuple[str, int]]:
             await proc.wait()
 
 
-class EchoClient:
-    """One connection to an echo server; ``call`` may be awaited by many coroutines at once."""
+_Client = TypeVar("_Client", bound="FramedClient")
+
+
+class FramedClient:
+    """One connection speaking this module's framing (``HEADER``: body length, request id; then the
+    body): requests are multiplexed by id, so ``_request`` may be awaited by many coroutines at once.
+    Use it with ``async with``; a lost connection fails every request still waiting. Subclasses give
+    the request bodies a meaning (:class:`EchoClient` here, the PySyncObj front's client)."""
+
+    #: what the connection is to, for the error of a lost connection
+    peer = "framed"
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
@@ -83,7 +93,7 @@ class EchoClient:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> EchoClient:
+    async def __aenter__(self: _Client) -> _Client:
         reader, self._writer = await asyncio.open_connection(*self.address)
         self._reader_task = asyncio.create_task(self._read_replies(reader))
         return self
@@ -108,19 +118,29 @@ class EchoClient:
         except (asyncio.IncompleteReadError, ConnectionError) as e:
             for fut in self._pending.values():
                 if not fut.done():
-                    fut.set_exception(ConnectionError(f"echo connection lost: {e!r}"))
+                    fut.set_exception(ConnectionError(f"{self.peer} connection lost: {e!r}"))
             self._pending.clear()
 
-    async def call(self, payload: bytes) -> bytes:
-        """Send ``payload`` and return the echoed copy."""
+    async def _request(self, body: bytes) -> bytes:
+        """Send ``body`` as one request; the body of its reply."""
         if self._writer is None:
-            raise RuntimeError("EchoClient used outside 'async with'")
+            raise RuntimeError(f"{type(self).__name__} used outside 'async with'")
         rid = self._next_id
         self._next_id += 1
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        self._writer.write(HEADER.pack(len(payload) + 8, rid) + payload)
+        self._writer.write(HEADER.pack(len(body) + 8, rid) + body)
         return await fut
+
+
+class EchoClient(FramedClient):
+    """One connection to an echo server; ``call`` may be awaited by many coroutines at once."""
+
+    peer = "echo"
+
+    async def call(self, payload: bytes) -> bytes:
+        """Send ``payload`` and return the echoed copy."""
+        return await self._request(payload)
 
 
 if __name__ == "__main__":
